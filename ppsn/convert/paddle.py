@@ -1,0 +1,340 @@
+"""Import PaddleVideo / PaddleClas ``.pdparams`` checkpoints into ppsn's Flax variables.
+
+``load_pdparams`` reads the pickle **without Paddle and without executing code from the
+file**: the unpickler resolves only the four globals such files reference (numpy's array
+reconstruction under its numpy 1 and numpy 2 module names, ``numpy.ndarray`` and
+``numpy.dtype``) and refuses anything else, naming the file and the forbidden global.
+
+``to_flax`` maps three layouts onto :class:`ppsn.models.TSN` variables, strictly (every
+missing, unexpected or mis-shaped key is listed in one error):
+
+* full PP-TSN checkpoints: ``backbone.*`` and ``head.fc.*``;
+* ImageNet backbone checkpoints (PaddleClas ``ResNet50_vd_pretrained.pdparams``): backbone keys
+  without a prefix; the 1000-class classifier ``out.*`` is dropped and the head is left to the
+  caller;
+* distillation checkpoints: ``Student.0.*`` (backbone) / ``Student.1.*`` (head), likewise
+  ``Teacher.``; ``submodel`` picks which one.
+
+Command line::
+
+    python -m ppsn.convert.paddle --pdparams ppTSN_k400.pdparams --depth 50 --output DIR
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import io
+import os
+import pickle
+import sys
+from typing import Mapping
+
+import numpy as np
+
+PARAM_NAME_TABLE_KEY = "StructuredToParameterName@@"
+
+# (module, name) pairs a .pdparams pickle may reference; nothing else is ever resolved.
+_RECONSTRUCT_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")
+ALLOWED_GLOBALS = frozenset(
+    [(m, "_reconstruct") for m in _RECONSTRUCT_MODULES]
+    + [("numpy", "ndarray"), ("numpy", "dtype")]
+)
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """The file references a global outside the allow-list; nothing from it was executed."""
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint's keys or shapes do not match the model; lists every difference."""
+
+
+def _numpy_reconstruct():
+    # numpy 2 moved numpy.core to numpy._core; either spelling in the file maps to the
+    # function of the numpy that is installed.
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        try:
+            return importlib.import_module(module)._reconstruct
+        except (ImportError, AttributeError):
+            continue
+    raise ImportError("cannot find numpy's multiarray._reconstruct")
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file, path: str):
+        super().__init__(file)
+        self._path = path
+
+    def find_class(self, module, name):
+        if (module, name) not in ALLOWED_GLOBALS:
+            raise UnsafePickleError(
+                f"{self._path}: refusing to load global '{module}.{name}': a .pdparams file "
+                f"may only reference numpy arrays ({', '.join(sorted(m + '.' + n for m, n in ALLOWED_GLOBALS))}); "
+                "the file is not a plain Paddle checkpoint and may be malicious"
+            )
+        if name == "_reconstruct":
+            return _numpy_reconstruct()
+        return getattr(np, name)
+
+    def persistent_load(self, pid):
+        raise UnsafePickleError(f"{self._path}: refusing persistent id {pid!r} in the pickle")
+
+
+def load_pdparams(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a ``.pdparams`` file into ``{structured name: float32 array}`` without Paddle.
+
+    Raises :class:`UnsafePickleError` for any global outside the allow-list (before anything
+    from the file runs), ``FileNotFoundError`` for a missing file and ``ValueError`` naming the
+    file for anything else that is not a dict of numeric arrays.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        obj = _RestrictedUnpickler(io.BytesIO(data), path).load()
+    except UnsafePickleError:
+        raise
+    except Exception as e:  # truncated or otherwise broken pickle
+        raise ValueError(f"{path}: not a readable .pdparams pickle ({type(e).__name__}: {e})") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a dict of arrays at the top level, got {type(obj).__name__}")
+    state = {}
+    for key, value in obj.items():
+        if key == PARAM_NAME_TABLE_KEY:
+            continue
+        if not isinstance(key, str):
+            raise ValueError(f"{path}: non-string key {key!r}")
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiu":
+            raise ValueError(
+                f"{path}: entry {key!r} is {type(value).__name__}"
+                f"{'' if not isinstance(value, np.ndarray) else ' of dtype ' + str(value.dtype)}, "
+                "expected a numeric numpy array"
+            )
+        state[key] = value
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# Key mapping
+
+_UNIT_LEAVES = {
+    # Paddle conv-BN unit leaf -> (collection, flax leaf path)
+    "_conv.weight": ("params", ("conv", "kernel")),
+    "_batch_norm.weight": ("params", ("bn", "scale")),
+    "_batch_norm.bias": ("params", ("bn", "bias")),
+    "_batch_norm._mean": ("batch_stats", ("bn", "mean")),
+    "_batch_norm._variance": ("batch_stats", ("bn", "var")),
+}
+_HEAD_LEAVES = {
+    "fc.weight": ("params", ("fc", "kernel")),  # Paddle Linear is already [in, out]
+    "fc.bias": ("params", ("fc", "bias")),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConversionReport:
+    """What ``to_flax`` found: the layout, the classes and what it dropped on purpose."""
+
+    layout: str  # 'pptsn', 'imagenet_backbone' or 'distillation/<submodel>'
+    num_params: int
+    num_classes: int | None
+    dropped: tuple[str, ...]
+
+
+def _select_submodel(state: Mapping[str, np.ndarray], submodel: str):
+    """Normalize any supported layout to ``backbone.*`` / ``head.*`` keys."""
+    keys = list(state)
+    if any(k.startswith(("Student.", "Teacher.")) for k in keys):
+        if submodel not in ("student", "teacher"):
+            raise ValueError(f"submodel must be 'student' or 'teacher', got {submodel!r}")
+        prefix = submodel.capitalize() + "."
+        other = "Teacher." if prefix == "Student." else "Student."
+        out, dropped = {}, []
+        for k, v in state.items():
+            if k.startswith(prefix):
+                rest = k[len(prefix):]
+                if rest.startswith("0."):
+                    out["backbone." + rest[2:]] = v
+                elif rest.startswith("1."):
+                    out["head." + rest[2:]] = v
+                else:
+                    out[k] = v  # reported as unexpected
+            elif k.startswith(other):
+                dropped.append(k)
+            else:
+                out[k] = v
+        if not any(k.startswith(prefix) for k in keys):
+            raise ValueError(f"distillation checkpoint has no {prefix}* keys")
+        return out, f"distillation/{submodel}", dropped
+    if any(k.startswith("backbone.") for k in keys):
+        return dict(state), "pptsn", []
+    out, dropped = {}, []
+    for k, v in state.items():
+        if k.startswith("out."):
+            dropped.append(k)  # the ImageNet classifier
+        else:
+            out["backbone." + k] = v
+    return out, "imagenet_backbone", dropped
+
+
+def _flax_path(key: str):
+    """``backbone.bb_0_0.conv0._conv.weight`` -> ('params', ('backbone', 'bb_0_0', 'conv0', 'conv', 'kernel'))."""
+    if key.startswith("head."):
+        leaf = _HEAD_LEAVES.get(key[len("head."):])
+        return None if leaf is None else (leaf[0], leaf[1])
+    if not key.startswith("backbone."):
+        return None
+    rest = key[len("backbone."):]
+    for suffix, (collection, leaf) in _UNIT_LEAVES.items():
+        if rest.endswith("." + suffix):
+            unit = tuple(rest[: -len(suffix) - 1].split("."))
+            return collection, ("backbone",) + unit + leaf
+    return None
+
+
+def _expected_shapes(depth: int, num_classes: int) -> dict[tuple, tuple]:
+    import jax
+    import jax.numpy as jnp
+
+    from ppsn.models import TSN
+
+    model = TSN(depth=depth, num_classes=num_classes)
+    abstract = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, 1, 32, 32, 3), jnp.float32))
+    )
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:
+        names = tuple(p.key for p in path)
+        out[(names[0], names[1:])] = tuple(leaf.shape)
+    return out
+
+
+def _transform(key: str, value: np.ndarray) -> np.ndarray:
+    value = np.asarray(value, dtype=np.float32)
+    if key.endswith("._conv.weight"):
+        if value.ndim != 4:
+            return value  # shape check reports it
+        return np.ascontiguousarray(value.transpose(2, 3, 1, 0))  # [out,in,kh,kw] -> HWIO
+    return value
+
+
+def _nest(flat: Mapping[tuple, np.ndarray]) -> dict:
+    tree: dict = {}
+    for (collection, path), value in sorted(flat.items()):
+        node = tree.setdefault(collection, {})
+        for name in path[:-1]:
+            node = node.setdefault(name, {})
+        node[path[-1]] = value
+    return tree
+
+
+def to_flax(
+    state_dict: Mapping[str, np.ndarray],
+    depth: int,
+    submodel: str = "student",
+    *,
+    allow_missing_head: bool | None = None,
+    return_report: bool = False,
+):
+    """Map a Paddle state dict onto ``{'params', 'batch_stats'}`` of ``TSN(depth, num_classes)``.
+
+    ``num_classes`` is read from ``head.fc.weight``. When the file has no head (ImageNet
+    backbone checkpoints) the returned variables hold only ``backbone``; the caller adds a
+    freshly initialized ``fc``. ``allow_missing_head`` defaults to True only for the ImageNet
+    layout. Everything else is strict: one :class:`CheckpointMismatchError` lists all missing,
+    unexpected and mis-shaped keys by name.
+    """
+    state, layout, dropped = _select_submodel(state_dict, submodel)
+    if allow_missing_head is None:
+        allow_missing_head = layout == "imagenet_backbone"
+    head_w = state.get("head.fc.weight")
+    num_classes = int(head_w.shape[-1]) if head_w is not None and head_w.ndim == 2 else None
+
+    flat, unexpected = {}, []
+    for key, value in state.items():
+        target = _flax_path(key)
+        if target is None:
+            unexpected.append(key)
+        else:
+            flat[target] = (key, _transform(key, value))
+
+    expected = _expected_shapes(depth, num_classes or 1)
+    if num_classes is None and allow_missing_head:
+        expected = {k: s for k, s in expected.items() if k[1][0] != "fc"}
+
+    def paddle_name(target):
+        collection, path = target
+        return collection + "/" + "/".join(path)
+
+    missing = sorted(paddle_name(t) for t in expected if t not in flat)
+    unexpected += sorted(key for t, (key, _) in flat.items() if t not in expected)
+    mismatched = sorted(
+        f"{key}: checkpoint {tuple(v.shape)} vs model {expected[t]}"
+        for t, (key, v) in flat.items()
+        if t in expected and tuple(v.shape) != expected[t]
+    )
+    if missing or unexpected or mismatched:
+        lines = [f"checkpoint ({layout}) does not match TSN(depth={depth}):"]
+        for title, items in (("missing", missing), ("unexpected", unexpected),
+                             ("shape mismatch", mismatched)):
+            if items:
+                lines.append(f"  {len(items)} {title}: " + ", ".join(items))
+        raise CheckpointMismatchError("\n".join(lines))
+
+    variables = _nest({t: v for t, (_, v) in flat.items()})
+    if not return_report:
+        return variables
+    report = ConversionReport(layout, len(flat), num_classes, tuple(sorted(dropped)))
+    return variables, report
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from ppsn import checkpoint
+
+    parser = argparse.ArgumentParser(
+        prog="python -m ppsn.convert.paddle",
+        description="Convert a PaddleVideo/PaddleClas .pdparams file into a ppsn Orbax checkpoint.",
+    )
+    parser.add_argument("--pdparams", required=True, help="the .pdparams file")
+    parser.add_argument("--depth", type=int, default=50, help="ResNet-vd depth (default 50)")
+    parser.add_argument("--output", required=True, help="output checkpoint directory")
+    parser.add_argument("--submodel", default="student", choices=("student", "teacher"),
+                        help="which model of a distillation checkpoint to take")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output")
+    args = parser.parse_args(argv)
+    try:
+        state = load_pdparams(args.pdparams)
+        variables, report = to_flax(state, args.depth, args.submodel, return_report=True)
+    except (OSError, ValueError, pickle.UnpicklingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    path = checkpoint.save_variables(
+        args.output,
+        variables,
+        {
+            "depth": args.depth,
+            "num_classes": report.num_classes,
+            "layout": report.layout,
+            "source": os.path.abspath(args.pdparams),
+        },
+        force=args.force,
+    )
+    print(f"loaded {args.pdparams}: layout {report.layout}, {report.num_params} tensors, "
+          f"ResNet-vd {args.depth}, "
+          + (f"{report.num_classes} classes" if report.num_classes else "no head (backbone only)"))
+    if report.dropped:
+        shown = ", ".join(report.dropped[:4]) + (", ..." if len(report.dropped) > 4 else "")
+        print(f"ignored {len(report.dropped)} keys on purpose (not part of this model): {shown}")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

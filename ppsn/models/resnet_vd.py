@@ -1,0 +1,208 @@
+"""ResNet-vd backbone (PaddleVideo's ``ResNetTweaksTSN``) in Flax linen, NHWC.
+
+The module names mirror PaddleVideo's structured parameter names so that checkpoint
+conversion is a rename: ``conv1_1``, ``conv1_2``, ``conv1_3`` (deep stem), then blocks
+``bb_{stage}_{index}`` holding ``conv0``, ``conv1`` (, ``conv2``) and, in the first block of a
+stage, ``short``. Every conv-BN unit holds ``conv`` (no bias) and ``bn``.
+
+Numerics follow PaddleVideo exactly (see ``shared/docs/RECIPE.md``):
+
+* padding is ``(k - 1) // 2`` on both sides, never XLA's "SAME" (which pads 0 before / 1 after
+  for stride-2 convs on even sizes);
+* BatchNorm epsilon 1e-5, momentum 0.9 (``running = 0.9 * running + 0.1 * batch``);
+* the "D" shortcut of stages 2-4 is a 2x2 stride-2 average pool in ceil mode, exclusive of the
+  padding (windows cut by the border are divided by their own size), then a 1x1 conv-BN;
+* the very first block's shortcut is a plain 1x1 conv-BN, stride 1, even for ResNet-18/34 where
+  its input and output widths are equal.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+from jax.nn import initializers
+
+# Blocks per stage, for each supported depth.
+STAGE_BLOCKS = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+    200: (3, 12, 48, 3),
+}
+STAGE_WIDTHS = (64, 128, 256, 512)
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9
+
+# Paddle's KaimingNormal: plain (untruncated) normal with std sqrt(2 / fan_in).
+kaiming_normal = initializers.variance_scaling(2.0, "fan_in", "normal")
+
+
+def uses_bottleneck(depth: int) -> bool:
+    """True for the depths built from bottleneck blocks (50 and deeper)."""
+    return depth >= 50
+
+
+def feature_dim(depth: int) -> int:
+    """Channels of the backbone output: 2048 for bottleneck depths, 512 otherwise."""
+    check_depth(depth)
+    return STAGE_WIDTHS[-1] * (4 if uses_bottleneck(depth) else 1)
+
+
+def check_depth(depth: int) -> None:
+    if depth not in STAGE_BLOCKS:
+        raise ValueError(
+            f"ResNet-vd depth must be one of {sorted(STAGE_BLOCKS)}, got {depth!r}"
+        )
+
+
+def avg_pool_2x2_ceil_exclusive(x: jnp.ndarray) -> jnp.ndarray:
+    """2x2 average pool, stride 2, ceil mode, exclusive of padding (Paddle's defaults).
+
+    An odd height or width gets one extra output row/column whose windows hold fewer than 4
+    values; they are divided by the number of real values, not by 4.
+    """
+    _, h, w, _ = x.shape
+    pad_h, pad_w = h % 2, w % 2
+    if pad_h or pad_w:
+        x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+    n, hp, wp, c = x.shape
+    summed = x.reshape(n, hp // 2, 2, wp // 2, 2, c).sum(axis=(2, 4))
+    if not (pad_h or pad_w):
+        return summed * jnp.asarray(0.25, x.dtype)
+    rows = np.full(hp // 2, 2.0)
+    cols = np.full(wp // 2, 2.0)
+    if pad_h:
+        rows[-1] = 1.0
+    if pad_w:
+        cols[-1] = 1.0
+    inv_count = 1.0 / (rows[:, None] * cols[None, :])
+    return summed * jnp.asarray(inv_count[None, :, :, None], x.dtype)
+
+
+class ConvBN(nn.Module):
+    """Conv (no bias, symmetric (k-1)//2 padding) then BatchNorm, optionally ReLU."""
+
+    features: int
+    kernel_size: int
+    strides: int = 1
+    relu: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        k = self.kernel_size
+        p = (k - 1) // 2
+        x = nn.Conv(
+            self.features,
+            (k, k),
+            strides=(self.strides, self.strides),
+            padding=((p, p), (p, p)),
+            use_bias=False,
+            kernel_init=kaiming_normal,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name="conv",
+        )(x)
+        x = nn.BatchNorm(
+            use_running_average=not train,
+            momentum=BN_MOMENTUM,
+            epsilon=BN_EPSILON,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name="bn",
+        )(x)
+        return nn.relu(x) if self.relu else x
+
+
+class BottleneckBlock(nn.Module):
+    """1x1 -> 3x3 (carries the stride) -> 1x1 (x4), ReLU after the residual add."""
+
+    width: int
+    strides: int
+    projection: bool
+    pooled_projection: bool
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        conv_bn = functools.partial(ConvBN, dtype=self.dtype)
+        y = conv_bn(self.width, 1, name="conv0")(x, train)
+        y = conv_bn(self.width, 3, strides=self.strides, name="conv1")(y, train)
+        y = conv_bn(self.width * 4, 1, relu=False, name="conv2")(y, train)
+        short = _shortcut(x, self.width * 4, self.projection, self.pooled_projection,
+                          self.dtype, train)
+        return nn.relu(short + y)
+
+
+class BasicBlock(nn.Module):
+    """3x3 (carries the stride) -> 3x3, ReLU after the residual add (ResNet-18/34)."""
+
+    width: int
+    strides: int
+    projection: bool
+    pooled_projection: bool
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        conv_bn = functools.partial(ConvBN, dtype=self.dtype)
+        y = conv_bn(self.width, 3, strides=self.strides, name="conv0")(x, train)
+        y = conv_bn(self.width, 3, relu=False, name="conv1")(y, train)
+        short = _shortcut(x, self.width, self.projection, self.pooled_projection,
+                          self.dtype, train)
+        return nn.relu(short + y)
+
+
+def _shortcut(x, features, projection, pooled_projection, dtype, train):
+    """Identity, or the projection shortcut (with the "D" average pool when pooled)."""
+    if not projection:
+        return x
+    if pooled_projection:
+        x = avg_pool_2x2_ceil_exclusive(x)
+    # Called from inside a compact module: the submodule is registered on the caller.
+    return ConvBN(features, 1, relu=False, dtype=dtype, name="short")(x, train)
+
+
+class ResNetVd(nn.Module):
+    """ResNet-vd backbone without pooling or classifier.
+
+    Input ``[B, H, W, 3]`` (normalized floats), output the last stage's feature map
+    ``[B, ceil(H/32), ceil(W/32), feature_dim(depth)]`` in ``dtype``.
+    """
+
+    depth: int = 50
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        check_depth(self.depth)
+        x = x.astype(self.dtype)
+        conv_bn = functools.partial(ConvBN, dtype=self.dtype)
+        x = conv_bn(32, 3, strides=2, name="conv1_1")(x, train)
+        x = conv_bn(32, 3, name="conv1_2")(x, train)
+        x = conv_bn(64, 3, name="conv1_3")(x, train)
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        block_cls = BottleneckBlock if uses_bottleneck(self.depth) else BasicBlock
+        for stage, num_blocks in enumerate(STAGE_BLOCKS[self.depth]):
+            for i in range(num_blocks):
+                x = block_cls(
+                    width=STAGE_WIDTHS[stage],
+                    strides=2 if (i == 0 and stage > 0) else 1,
+                    projection=i == 0,
+                    pooled_projection=i == 0 and stage > 0,
+                    dtype=self.dtype,
+                    name=f"bb_{stage}_{i}",
+                )(x, train)
+        return x
+
+
+def block_names(depth: int) -> Sequence[str]:
+    """Names of the residual blocks in order, e.g. ``bb_0_0`` ... ``bb_3_2`` for R50."""
+    check_depth(depth)
+    return [f"bb_{s}_{i}" for s, n in enumerate(STAGE_BLOCKS[depth]) for i in range(n)]

@@ -1,0 +1,61 @@
+"""TSN recognizer: PaddleVideo's ``Recognizer2D`` + ``ppTSNHead`` in Flax linen.
+
+Frames are folded into the batch for the 2D backbone; the head averages the spatially pooled
+features over all T views of a clip (3 segments in training, 25 segments x 10 TenCrop views at
+test time), applies dropout and one linear layer. Logits, no softmax.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+from jax.nn import initializers
+
+from ppsn.models.resnet_vd import ResNetVd
+
+HEAD_INIT_STD = 0.01
+
+
+class TSN(nn.Module):
+    """PP-TSN.
+
+    ``apply(variables, x, train=False)`` with ``variables = {'params', 'batch_stats'}`` and
+    ``x`` float ``[N, T, H, W, 3]`` (already normalized) returns float32 logits
+    ``[N, num_classes]``. ``dtype`` is the compute dtype (``jnp.bfloat16`` for mixed
+    precision); parameters and batch statistics are always float32. In training pass
+    ``mutable=['batch_stats']`` and a ``'dropout'`` rng.
+    """
+
+    depth: int = 50
+    num_classes: int = 400
+    dropout_rate: float = 0.4
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        self.backbone = ResNetVd(depth=self.depth, dtype=self.dtype)
+        self.dropout = nn.Dropout(rate=self.dropout_rate)
+        self.fc = nn.Dense(
+            self.num_classes,
+            kernel_init=initializers.normal(HEAD_INIT_STD),
+            bias_init=initializers.zeros,
+            # The classifier is tiny: computing it in float32 costs nothing and keeps the
+            # logits as exact as the pooled feature allows.
+            dtype=jnp.float32,
+            param_dtype=jnp.float32,
+        )
+
+    def features(self, x, train: bool = False):
+        """Pooled clip feature ``[N, C]`` in float32: spatial mean, then mean over the T views."""
+        if x.ndim != 5:
+            raise ValueError(f"TSN expects input [N, T, H, W, C], got shape {x.shape}")
+        n, t = x.shape[:2]
+        fmap = self.backbone(x.reshape((n * t,) + x.shape[2:]), train=train)
+        pooled = fmap.astype(jnp.float32).mean(axis=(1, 2))
+        return pooled.reshape(n, t, -1).mean(axis=1)
+
+    def __call__(self, x, train: bool = False):
+        pooled = self.features(x, train=train)
+        pooled = self.dropout(pooled, deterministic=not train)
+        return self.fc(pooled).astype(jnp.float32)

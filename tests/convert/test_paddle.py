@@ -1,0 +1,240 @@
+"""Paddle checkpoint import: safety of the reader, key mapping, and parity with PaddleVideo."""
+
+import os
+import pickle
+import pickletools
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ppsn import checkpoint
+from ppsn.convert.paddle import (CheckpointMismatchError, UnsafePickleError, load_pdparams,
+                                 to_flax)
+from ppsn.models import TSN, ResNetVd
+
+
+def _nhwc(x):
+    return np.ascontiguousarray(np.asarray(x).transpose(0, 1, 3, 4, 2))  # [N,T,C,H,W] -> NTHWC
+
+
+@pytest.fixture(scope="module")
+def state(decompressed):
+    return load_pdparams(decompressed["model"])
+
+
+@pytest.fixture(scope="module")
+def variables(state):
+    return to_flax(state, depth=50)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _globals_in(path):
+    with open(path, "rb") as f:
+        ops = list(pickletools.genops(f))
+    strings, found = [], set()
+    for op, arg, _ in ops:
+        if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+            strings.append(arg)
+        elif op.name == "STACK_GLOBAL":
+            found.add((strings[-2], strings[-1]))
+    return found
+
+
+def test_reads_numpy1_and_numpy2_pickles(decompressed, state):
+    # The fixture files were written under numpy 1 and numpy 2: both spellings must load.
+    assert ("numpy.core.multiarray", "_reconstruct") in _globals_in(decompressed["model"])
+    assert ("numpy._core.multiarray", "_reconstruct") in _globals_in(
+        decompressed["imagenet_backbone"])
+    imagenet = load_pdparams(decompressed["imagenet_backbone"])
+    assert len(state) == 277 and len(imagenet) == 277
+    assert "StructuredToParameterName@@" not in state
+    assert state["backbone.conv1_1._conv.weight"].shape == (32, 3, 3, 3)
+    assert state["head.fc.weight"].shape == (2048, 400)
+    assert imagenet["out.weight"].shape == (2048, 1000)
+    np.testing.assert_array_equal(state["backbone.bb_3_2.conv2._conv.weight"],
+                                  imagenet["bb_3_2.conv2._conv.weight"])
+
+
+class _Payload:
+    def __init__(self, func, args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _malicious_payloads(marker):
+    import builtins
+
+    code = f"open({str(marker)!r}, 'w').write('pwned')"
+    return {
+        "os.system": _Payload(os.system, (f"touch {marker}",)),
+        "eval": _Payload(eval, (code,)),
+        "subprocess.Popen": _Payload(subprocess.Popen, (["touch", str(marker)],)),
+        "builtins.exec": _Payload(builtins.exec, (code,)),
+    }
+
+
+@pytest.mark.parametrize("attack", ["os.system", "eval", "subprocess.Popen", "builtins.exec"])
+def test_malicious_pickles_are_refused_and_never_run(tmp_path, attack):
+    marker = tmp_path / "payload_ran"
+    payload = _malicious_payloads(marker)[attack]
+    path = tmp_path / f"{attack}.pdparams"
+    with open(path, "wb") as f:
+        # A plausible checkpoint with the payload as one of its entries.
+        pickle.dump({"conv1_1._conv.weight": np.zeros((32, 3, 3, 3), np.float32),
+                     "evil": payload}, f, protocol=4)
+    # Sanity: loading this file with the plain unpickler really would run the payload.
+    assert any(name in {"system", "eval", "Popen", "exec"} for _, name in _globals_in(path))
+    with pytest.raises(UnsafePickleError) as err:
+        load_pdparams(path)
+    message = str(err.value)
+    assert str(path) in message and "refusing to load global" in message
+    name = {"os.system": "system", "eval": "eval", "subprocess.Popen": "Popen",
+            "builtins.exec": "exec"}[attack]
+    assert f".{name}'" in message
+    assert not marker.exists(), "the payload ran"
+
+
+def test_other_bad_files_give_clear_errors(tmp_path):
+    truncated = tmp_path / "truncated.pdparams"
+    truncated.write_bytes(pickle.dumps({"a": np.ones(3, np.float32)}, protocol=4)[:-10])
+    with pytest.raises(ValueError, match="truncated.pdparams: not a readable"):
+        load_pdparams(truncated)
+    not_dict = tmp_path / "list.pdparams"
+    not_dict.write_bytes(pickle.dumps([1, 2], protocol=4))
+    with pytest.raises(ValueError, match="list.pdparams: expected a dict"):
+        load_pdparams(not_dict)
+    objects = tmp_path / "objects.pdparams"
+    objects.write_bytes(pickle.dumps({"a": np.array([1, "x"], dtype=object)}, protocol=4))
+    with pytest.raises(ValueError, match="objects.pdparams: entry 'a'"):
+        load_pdparams(objects)
+    with pytest.raises(FileNotFoundError):
+        load_pdparams(tmp_path / "missing.pdparams")
+
+
+# --------------------------------------------------------------------------- mapping
+
+
+def test_layouts_and_strict_errors(state, variables):
+    assert variables["params"]["backbone"]["conv1_1"]["conv"]["kernel"].shape == (3, 3, 3, 32)
+    np.testing.assert_array_equal(
+        variables["params"]["backbone"]["conv1_1"]["conv"]["kernel"],
+        state["backbone.conv1_1._conv.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(variables["params"]["fc"]["kernel"], state["head.fc.weight"])
+    np.testing.assert_array_equal(variables["batch_stats"]["backbone"]["bb_1_0"]["short"]["bn"]["var"],
+                                  state["backbone.bb_1_0.short._batch_norm._variance"])
+
+    broken = dict(state)
+    del broken["backbone.bb_2_3.conv1._batch_norm._mean"]
+    broken["backbone.bb_9_9.conv0._conv.weight"] = np.zeros((1, 1, 1, 1), np.float32)
+    broken["backbone.conv1_2._conv.weight"] = np.zeros((32, 32, 1, 1), np.float32)
+    with pytest.raises(CheckpointMismatchError) as err:
+        to_flax(broken, depth=50)
+    message = str(err.value)
+    assert "1 missing: batch_stats/backbone/bb_2_3/conv1/bn/mean" in message
+    assert "1 unexpected: backbone.bb_9_9.conv0._conv.weight" in message
+    assert "backbone.conv1_2._conv.weight: checkpoint (1, 1, 32, 32) vs model (3, 3, 32, 32)" in message
+
+    with pytest.raises(CheckpointMismatchError, match="missing"):
+        to_flax(state, depth=101)
+    headless = {k: v for k, v in state.items() if not k.startswith("head.")}
+    with pytest.raises(CheckpointMismatchError, match="params/fc/kernel"):
+        to_flax(headless, depth=50)
+    assert "fc" not in to_flax(headless, depth=50, allow_missing_head=True)["params"]
+
+
+def test_distillation_checkpoint_picks_student_or_teacher(state):
+    distill = {}
+    for key, value in state.items():
+        part, rest = key.split(".", 1)
+        index = "0" if part == "backbone" else "1"
+        distill[f"Student.{index}.{rest}"] = value
+        distill[f"Teacher.{index}.{rest}"] = value * 2
+    student, report = to_flax(distill, depth=50, return_report=True)
+    teacher = to_flax(distill, depth=50, submodel="teacher")
+    assert report.layout == "distillation/student" and report.num_classes == 400
+    assert len(report.dropped) == 277
+    np.testing.assert_array_equal(student["params"]["fc"]["kernel"], state["head.fc.weight"])
+    np.testing.assert_array_equal(teacher["params"]["fc"]["kernel"], 2 * state["head.fc.weight"])
+
+
+# --------------------------------------------------------------------------- parity
+
+
+@pytest.mark.parametrize("case", ["A", "B"])
+def test_logits_and_pooled_match_paddle(pptsn_fixture_dir, variables, case):
+    x = _nhwc(np.load(pptsn_fixture_dir / f"case{case}_input.npy"))
+    model = TSN(depth=50, num_classes=400)
+    logits = np.asarray(model.apply(variables, x))
+    pooled = np.asarray(model.apply(variables, x, method=TSN.features))
+    for suffix in ("", "_f64"):
+        np.testing.assert_allclose(
+            logits, np.load(pptsn_fixture_dir / f"case{case}_logits{suffix}.npy"), rtol=0, atol=2e-4)
+        np.testing.assert_allclose(
+            pooled, np.load(pptsn_fixture_dir / f"case{case}_pooled{suffix}.npy"), rtol=0, atol=5e-4)
+
+
+def _case_a_featmap(backbone_variables, pptsn_fixture_dir):
+    x = _nhwc(np.load(pptsn_fixture_dir / "caseA_input.npy")).reshape(6, 112, 112, 3)
+    fmap = ResNetVd(depth=50).apply(backbone_variables, x)
+    return np.asarray(fmap).transpose(0, 3, 1, 2)  # NHWC -> NCHW like the fixture
+
+
+def test_backbone_featmap_matches_paddle(pptsn_fixture_dir, variables):
+    backbone = {c: variables[c]["backbone"] for c in ("params", "batch_stats")}
+    np.testing.assert_allclose(_case_a_featmap(backbone, pptsn_fixture_dir),
+                               np.load(pptsn_fixture_dir / "caseA_backbone_featmap.npy"),
+                               rtol=0, atol=5e-3)
+
+
+def test_imagenet_backbone_reproduces_case_a(decompressed, pptsn_fixture_dir):
+    imagenet, report = to_flax(load_pdparams(decompressed["imagenet_backbone"]), depth=50,
+                               return_report=True)
+    assert report.layout == "imagenet_backbone" and report.num_classes is None
+    assert report.dropped == ("out.bias", "out.weight")
+    assert set(imagenet["params"]) == {"backbone"}
+    backbone = {c: imagenet[c]["backbone"] for c in ("params", "batch_stats")}
+    np.testing.assert_allclose(_case_a_featmap(backbone, pptsn_fixture_dir),
+                               np.load(pptsn_fixture_dir / "caseA_backbone_featmap.npy"),
+                               rtol=0, atol=5e-3)
+
+
+def test_bf16_logits_close_to_float32(pptsn_fixture_dir, variables):
+    x = _nhwc(np.load(pptsn_fixture_dir / "caseA_input.npy"))
+    reference = np.load(pptsn_fixture_dir / "caseA_logits.npy")
+    model = TSN(depth=50, num_classes=400, dtype=jnp.bfloat16)
+    logits = np.asarray(model.apply(variables, x))
+    assert logits.dtype == np.float32
+    # The fixture's random R50 amplifies any perturbation (float32 with 2^-9 input noise moves
+    # the logits by ~0.07); bf16 through 50 layers lands at ~0.12. A porting mistake in the
+    # bf16 path (wrong padding, epsilon, pooling) moves them by far more.
+    diff = np.abs(logits - reference).max()
+    assert diff < 0.25, diff
+    assert np.corrcoef(logits.ravel(), reference.ravel())[0, 1] > 0.95
+
+
+def test_cli_writes_a_loadable_orbax_checkpoint(decompressed, state, tmp_path):
+    out = tmp_path / "ppTSN_k400"
+    result = subprocess.run(
+        [sys.executable, "-m", "ppsn.convert.paddle", "--pdparams", str(decompressed["model"]),
+         "--depth", "50", "--output", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "layout pptsn, 277 tensors" in result.stdout and "400 classes" in result.stdout
+    restored, meta = checkpoint.load_variables(out)
+    assert meta["depth"] == 50 and meta["num_classes"] == 400 and meta["layout"] == "pptsn"
+    np.testing.assert_array_equal(restored["params"]["fc"]["kernel"], state["head.fc.weight"])
+    np.testing.assert_array_equal(
+        restored["batch_stats"]["backbone"]["bb_3_2"]["conv2"]["bn"]["mean"],
+        state["backbone.bb_3_2.conv2._batch_norm._mean"])
+
+    again = subprocess.run(
+        [sys.executable, "-m", "ppsn.convert.paddle", "--pdparams", str(tmp_path / "nope.pdparams"),
+         "--output", str(tmp_path / "x")], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 1 and "nope.pdparams" in again.stderr

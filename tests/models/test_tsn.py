@@ -1,0 +1,60 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ppsn.models import TSN
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = TSN(depth=18, num_classes=7, dropout_rate=0.4)
+    x = jax.random.normal(jax.random.key(0), (2, 3, 32, 32, 3))
+    variables = model.init(jax.random.key(1), x)
+    return model, variables, x
+
+
+def test_logits_shape_and_head_init(tiny):
+    model, variables, x = tiny
+    logits = model.apply(variables, x)
+    assert logits.shape == (2, 7) and logits.dtype == jnp.float32
+    assert set(variables) == {"params", "batch_stats"}
+    fc = variables["params"]["fc"]
+    assert fc["kernel"].shape == (512, 7)
+    np.testing.assert_array_equal(fc["bias"], 0.0)
+    big = TSN(depth=18, num_classes=2000).init(jax.random.key(2), x)["params"]["fc"]["kernel"]
+    assert abs(float(big.std()) - 0.01) < 0.0005
+
+
+def test_head_averages_features_over_frames(tiny):
+    model, variables, x = tiny
+    # Mean over T: the order of the frames does not matter, and a clip of T copies of one
+    # frame gives the same logits as that frame alone.
+    np.testing.assert_allclose(model.apply(variables, x), model.apply(variables, x[:, ::-1]),
+                               rtol=1e-5, atol=1e-5)
+    one = x[:, :1]
+    np.testing.assert_allclose(model.apply(variables, one),
+                               model.apply(variables, jnp.repeat(one, 4, axis=1)),
+                               rtol=1e-5, atol=1e-5)
+    pooled = model.apply(variables, x, method=TSN.features)
+    fc = variables["params"]["fc"]
+    np.testing.assert_allclose(model.apply(variables, x), pooled @ fc["kernel"] + fc["bias"],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_dropout_only_in_training(tiny):
+    model, variables, x = tiny
+    a = model.apply(variables, x, train=False)
+    b = model.apply(variables, x, train=False)
+    np.testing.assert_array_equal(a, b)
+    t1, _ = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(5)},
+                        mutable=["batch_stats"])
+    t2, _ = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(6)},
+                        mutable=["batch_stats"])
+    assert not np.allclose(t1, t2)
+
+
+def test_rejects_input_without_time_axis(tiny):
+    model, variables, x = tiny
+    with pytest.raises(ValueError, match=r"\[N, T, H, W, C\]"):
+        model.apply(variables, x[:, 0])
