@@ -1,0 +1,161 @@
+"""Frame transforms, bit-exact with PaddleVideo's ``Scale``, ``MultiScaleCrop``, ``CenterCrop``,
+``TenCrop`` and ``RandomFlip`` (cv2 backend), on uint8 RGB frames ``[T, H, W, 3]``.
+
+Every function is pure (randomness comes in as a ``numpy.random.Generator``) and returns uint8;
+``normalize`` turns uint8 into the model's float input and runs as well on the device
+(``jax.numpy`` arrays) as on the host. The exact rounding rules are pinned by
+``shared/fixtures/paddle_pipeline/README.md`` and the tests.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MULTISCALE_SCALES = (1.0, 0.875, 0.75, 0.66)
+
+
+def _check_frames(frames) -> None:
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected uint8 frames [T, H, W, 3], got {frames.dtype} {frames.shape}")
+
+
+def _resize(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    out = np.empty((frames.shape[0], height, width, 3), np.uint8)
+    for t, frame in enumerate(frames):
+        cv2.resize(frame, (width, height), dst=out[t], interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+def scaled_size(width: int, height: int, short_size: int) -> tuple[int, int]:
+    """Output (width, height) of ``Scale(short_size, fixed_ratio=False, do_round=True)``."""
+    if min(width, height) == short_size:
+        return width, height
+    factor = short_size / min(width, height)
+    return int(width * factor + 0.5), int(height * factor + 0.5)
+
+
+def scale(frames: np.ndarray, short_size: int) -> np.ndarray:
+    """Resize so that the short side is ``short_size`` (cv2 bilinear); unchanged if it already is."""
+    _check_frames(frames)
+    height, width = frames.shape[1:3]
+    new_w, new_h = scaled_size(width, height, short_size)
+    if (new_w, new_h) == (width, height):
+        return frames
+    return _resize(frames, new_w, new_h)
+
+
+def center_crop(frames: np.ndarray, size: int) -> np.ndarray:
+    """``CenterCrop(size, do_round=False)``: top-left ``((W - size) // 2, (H - size) // 2)``."""
+    _check_frames(frames)
+    height, width = frames.shape[1:3]
+    if width < size or height < size:
+        raise ValueError(f"cannot crop {size}x{size} from frames of {width}x{height}")
+    x, y = (width - size) // 2, (height - size) // 2
+    return frames[:, y:y + size, x:x + size]
+
+
+def ten_crop_offsets(width: int, height: int, size: int) -> list[tuple[int, int]]:
+    """(x, y) of TenCrop's 5 positions, with PaddleVideo's integer steps, in its order."""
+    if width < size or height < size:
+        raise ValueError(f"cannot crop {size}x{size} from frames of {width}x{height}")
+    w_step, h_step = (width - size) // 4, (height - size) // 4
+    return [(0, 0), (4 * w_step, 0), (0, 4 * h_step), (4 * w_step, 4 * h_step),
+            (2 * w_step, 2 * h_step)]
+
+
+def ten_crop(frames: np.ndarray, size: int) -> np.ndarray:
+    """``[10 * T, size, size, 3]``: for each of the 5 positions, the T crops then the T flipped
+    crops, so view ``(2 * position + flipped) * T + t``."""
+    _check_frames(frames)
+    height, width = frames.shape[1:3]
+    views = []
+    for x, y in ten_crop_offsets(width, height, size):
+        crops = frames[:, y:y + size, x:x + size]
+        views.append(crops)
+        views.append(crops[:, :, ::-1])
+    return np.concatenate(views, axis=0)
+
+
+def flip(frames: np.ndarray) -> np.ndarray:
+    """Mirror every frame horizontally."""
+    return frames[:, :, ::-1]
+
+
+def random_flip(frames: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
+    """``RandomFlip``: one draw per clip; if it hits, every frame is mirrored."""
+    return flip(frames) if rng.random() < p else frames
+
+
+def multiscale_crop_sizes(width: int, height: int, size: int,
+                          scales: Sequence[float] = MULTISCALE_SCALES,
+                          max_distort: int = 1) -> list[tuple[int, int]]:
+    """The (crop_w, crop_h) pairs MultiScaleCrop chooses from, in PaddleVideo's order."""
+    crop_sizes = [int(min(width, height) * s) for s in scales]
+    snapped = [size if abs(c - size) < 3 else c for c in crop_sizes]
+    return [(w, h) for i, h in enumerate(snapped) for j, w in enumerate(snapped)
+            if abs(i - j) <= max_distort]
+
+
+def multiscale_crop_offsets(width: int, height: int, crop_w: int, crop_h: int
+                            ) -> list[tuple[float, float]]:
+    """The 13 (x, y) offsets of ``fix_crop`` + ``more_fix_crop`` with ``allow_duplication``, in
+    code order; duplicates are kept, so repeated positions are proportionally more likely."""
+    w, h = (width - crop_w) / 4, (height - crop_h) / 4
+    return [(0, 0), (4 * w, 0), (0, 4 * h), (4 * w, 4 * h), (2 * w, 2 * h),
+            (0, 2 * h), (4 * w, 2 * h), (2 * w, 4 * h), (2 * w, 0),
+            (w, h), (3 * w, h), (w, 3 * h), (3 * w, 3 * h)]
+
+
+def pil_crop_box(x: float, y: float, crop_w: int, crop_h: int) -> tuple[int, int, int, int]:
+    """The integer box PIL's ``Image.crop`` uses for a float box: each coordinate rounded with
+    Python's ``round`` (half to even), e.g. 99.5 -> 100, 149.25 -> 149."""
+    return round(x), round(y), round(x + crop_w), round(y + crop_h)
+
+
+def resized_crop(frames: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """Crop ``box = (x0, y0, x1, y1)`` and resize to ``size x size`` with cv2 bilinear."""
+    x0, y0, x1, y1 = box
+    crops = frames[:, y0:y1, x0:x1]
+    if crops.shape[1:3] == (size, size):
+        return crops
+    return _resize(crops, size, size)
+
+
+def multi_scale_crop(frames: np.ndarray, size: int, rng: np.random.Generator,
+                     scales: Sequence[float] = MULTISCALE_SCALES) -> np.ndarray:
+    """``MultiScaleCrop(size)``: a uniformly drawn (crop_w, crop_h) pair, then a uniformly drawn
+    entry of the 13-offset list, the same for every frame; resized to ``size x size``."""
+    _check_frames(frames)
+    height, width = frames.shape[1:3]
+    pairs = multiscale_crop_sizes(width, height, size, scales)
+    crop_w, crop_h = pairs[rng.integers(len(pairs))]
+    offsets = multiscale_crop_offsets(width, height, crop_w, crop_h)
+    x, y = offsets[rng.integers(len(offsets))]
+    return resized_crop(frames, pil_crop_box(x, y, crop_w, crop_h), size)
+
+
+def normalization_table(mean: Sequence[float] = IMAGENET_MEAN,
+                        std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
+    """float32 ``[256, 3]``: the normalized value of every uint8 level in every channel,
+    ``((v / 255) - mean) / std`` computed in float32 in PaddleVideo's order."""
+    levels = np.arange(256, dtype=np.float32)[:, None]
+    return (levels / np.float32(255) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+def normalize(frames, mean: Sequence[float] = IMAGENET_MEAN,
+              std: Sequence[float] = IMAGENET_STD):
+    """uint8 ``[..., 3]`` -> float32 ``((x / 255) - mean) / std``, bit-exact with PaddleVideo's
+    float32 output on the host **and** on the device: it is a lookup in
+    :func:`normalization_table` (XLA would otherwise turn the division into a multiplication
+    by a reciprocal and change the last bit). Works on numpy and jax arrays alike."""
+    table = normalization_table(mean, std)
+    if isinstance(frames, np.ndarray):
+        return table[frames, np.arange(3)]
+    import jax.numpy as jnp
+
+    return jnp.asarray(table)[frames.astype(jnp.int32), jnp.arange(3)]
