@@ -1,0 +1,165 @@
+"""Grain pipelines for train / valid / test over any source of :mod:`ppsn.data.sources`.
+
+Every batch is a dict of numpy arrays:
+
+* ``frames``  uint8 ``[B, T, H, W, 3]`` (T = num_seg, or num_seg * 10 for TenCrop);
+* ``label``   int32 ``[B]``;
+* ``index``   int32 ``[B]``: the record's position in the source (-1 for padding);
+* ``mask``    bool ``[B]``: False for padding and for eval samples that failed to decode;
+* ``replaced`` int32 ``[B]`` (train): how many bad samples were replaced to produce this one.
+
+Train: the whole source is shuffled per epoch from ``seed`` (Grain's ``shuffle().repeat()``
+reshuffles each epoch), each element's randomness (sampling, crop, flip) comes from an rng
+derived from ``seed`` and its position in the global stream, and process ``p`` of ``P`` takes
+positions ``p, p + P, ...``: no overlap, and the global stream does not depend on ``P``. A bad
+sample is replaced by the next record of the source (deterministically), logged, appended to the
+skip log and counted in ``replaced``. The iterator's state (``get_state`` / ``set_state``)
+restores the exact position.
+
+Eval (valid / test): no shuffle, nothing dropped or duplicated. The source is padded to a
+multiple of ``batch_size * P`` so that every process runs the same number of steps; padding and
+samples that cannot be decoded carry ``mask=False`` (the latter are logged and counted).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections import Counter
+from typing import Any, Sequence
+
+import grain
+import numpy as np
+
+from ppsn.data.clips import ClipSpec, load_clip, record_name
+from ppsn.data.decode import DecodeError
+
+log = logging.getLogger(__name__)
+
+MAX_CONSECUTIVE_BAD = 20
+
+
+def _process_info(process_index, process_count):
+    if process_index is None or process_count is None:
+        import jax
+
+        return jax.process_index(), jax.process_count()
+    return process_index, process_count
+
+
+def _note_bad(skip_log: str | None, record, error: DecodeError, mode: str):
+    log.warning("bad sample (%s): %s: %s", mode, error.path, error.reason)
+    if skip_log:
+        line = json.dumps({"mode": mode, "index": int(record.get("index", -1)),
+                           "video_id": str(record.get("video_id", "")), "file": error.path,
+                           "reason": error.reason})
+        with open(skip_log, "a", encoding="utf-8") as f:  # one short O_APPEND write: atomic
+            f.write(line + "\n")
+
+
+class TrainLoader:
+    """``random_map`` callable: record + rng -> example, replacing bad samples."""
+
+    def __init__(self, source, spec: ClipSpec, skip_log: str | None = None):
+        self.source, self.spec, self.skip_log = source, spec, skip_log
+
+    def __call__(self, record, rng: np.random.Generator) -> dict[str, Any]:
+        n = len(self.source)
+        for attempt in range(MAX_CONSECUTIVE_BAD):
+            try:
+                frames = load_clip(record, self.spec, rng)
+            except DecodeError as e:
+                _note_bad(self.skip_log, record, e, "train")
+                record = self.source[(record["index"] + 1) % n]
+                continue
+            return {"frames": frames, "label": np.int32(record["label"]),
+                    "index": np.int32(record["index"]), "mask": np.bool_(True),
+                    "replaced": np.int32(attempt)}
+        raise RuntimeError(f"{MAX_CONSECUTIVE_BAD} consecutive bad samples ending at "
+                           f"{record_name(record)}: the dataset looks broken (see the log)")
+
+
+class EvalLoader:
+    """``map`` callable over padded positions: position -> example (mask False for padding)."""
+
+    def __init__(self, source, spec: ClipSpec, skip_log: str | None = None):
+        self.source, self.spec, self.skip_log = source, spec, skip_log
+
+    def _empty(self, index: int, label: int, failed: bool):
+        return {"frames": np.zeros(self.spec.shape, np.uint8), "label": np.int32(label),
+                "index": np.int32(index), "mask": np.bool_(False), "failed": np.bool_(failed)}
+
+    def __call__(self, position: int) -> dict[str, Any]:
+        if position >= len(self.source):
+            return self._empty(-1, -1, False)
+        record = self.source[position]
+        try:
+            frames = load_clip(record, self.spec)
+        except DecodeError as e:
+            _note_bad(self.skip_log, record, e, self.spec.mode)
+            return self._empty(record["index"], record["label"], True)
+        return {"frames": frames, "label": np.int32(record["label"]),
+                "index": np.int32(record["index"]), "mask": np.bool_(True),
+                "failed": np.bool_(False)}
+
+
+def train_dataset(source, spec: ClipSpec, batch_size: int, seed: int, *,
+                  num_epochs: int | None = None, process_index: int | None = None,
+                  process_count: int | None = None, skip_log: str | None = None
+                  ) -> grain.MapDataset:
+    """This process's batches of the training stream (``batch_size`` is per process)."""
+    if spec.mode != "train":
+        raise ValueError(f"train_dataset needs a train ClipSpec, got mode {spec.mode!r}")
+    if len(source) == 0:
+        raise ValueError(f"{source!r} is empty")
+    p, num_p = _process_info(process_index, process_count)
+    ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(num_epochs)
+    ds = ds.random_map(TrainLoader(source, spec, skip_log), seed=seed)
+    ds = ds[p::num_p]
+    return ds.batch(batch_size, drop_remainder=True)
+
+
+def eval_dataset(source, spec: ClipSpec, batch_size: int, *,
+                 process_index: int | None = None, process_count: int | None = None,
+                 skip_log: str | None = None) -> grain.MapDataset:
+    """This process's padded eval batches; every process gets the same number of batches."""
+    p, num_p = _process_info(process_index, process_count)
+    per_step = batch_size * num_p
+    total = max(1, math.ceil(len(source) / per_step)) * per_step
+    ds = grain.MapDataset.range(total)[p::num_p]
+    return ds.map(EvalLoader(source, spec, skip_log)).batch(batch_size)
+
+
+def to_iterator(dataset: grain.MapDataset, num_workers: int = 0,
+                worker_buffer_size: int = 2) -> grain.DatasetIterator:
+    """A checkpointable iterator; ``num_workers > 0`` decodes in that many worker processes.
+
+    Worker processes need absl flags parsed in the parent (run under ``absl.app.run``)."""
+    it = dataset.to_iter_dataset()
+    if num_workers > 0:
+        it = it.mp_prefetch(grain.MultiprocessingOptions(
+            num_workers=num_workers, per_worker_buffer_size=worker_buffer_size))
+    return iter(it)
+
+
+def read_skip_log(path: str) -> list[dict[str, Any]]:
+    """The bad samples a run logged (one dict per occurrence)."""
+    if not path or not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def summarize_skips(entries: Sequence[dict[str, Any]]) -> str:
+    """One paragraph: how many bad samples, and the most common reasons with an example file."""
+    if not entries:
+        return "no bad samples"
+    by_reason = Counter(e["reason"] for e in entries)
+    example = {e["reason"]: e["file"] for e in entries}
+    files = len({e["file"] for e in entries})
+    lines = [f"{len(entries)} bad samples ({files} distinct files):"]
+    for reason, count in by_reason.most_common(10):
+        lines.append(f"  {count} x {reason} (e.g. {example[reason]})")
+    return "\n".join(lines)
