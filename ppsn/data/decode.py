@@ -200,6 +200,20 @@ class VideoFile:
             raise DecodeError(self.name, f"corrupt video ({_why(e)})") from None
         return _stack([decoded[int(i)] for i in indices], self.name)
 
+    def verify(self) -> int:
+        """Decode every frame from the start (nothing kept); raises ``DecodeError`` unless all
+        ``num_frames`` frames decode. Returns the frame count."""
+        try:
+            self._seek(self._keyframes[0])
+            count = sum(1 for _ in self._decoder)
+        except Exception as e:
+            raise DecodeError(self.name, f"corrupt video ({_why(e)})") from None
+        finally:
+            self._decoder = None
+        if count < self.num_frames:
+            raise DecodeError(self.name, f"truncated video: {count} of {self.num_frames} frames decode")
+        return count
+
     def close(self):
         container = getattr(self, "_container", None)
         if container is not None:
