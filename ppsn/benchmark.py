@@ -112,8 +112,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from absl import flags
-
-    # Grain's worker processes need absl flags parsed in the parent; ours are argparse.
-    flags.FLAGS.mark_as_parsed()
     sys.exit(main())

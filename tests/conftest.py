@@ -42,3 +42,13 @@ def decompressed(tmp_path_factory, pptsn_fixture_dir):
             shutil.copyfileobj(src, f)
         paths[name] = dst
     return paths
+
+
+@pytest.fixture(scope="session")
+def toy_dir(tmp_path_factory):
+    """A small copy of the embedded toy dataset (real mp4 files and JPEG frame folders)."""
+    from ppsn.data import synthetic
+
+    out = tmp_path_factory.mktemp("toy")
+    synthetic.generate(str(out), num_frames=12, videos_per_class={"train": 3, "val": 2, "test": 1})
+    return out

@@ -136,9 +136,14 @@ def to_iterator(dataset: grain.MapDataset, num_workers: int = 0,
                 worker_buffer_size: int = 2) -> grain.DatasetIterator:
     """A checkpointable iterator; ``num_workers > 0`` decodes in that many worker processes.
 
-    Worker processes need absl flags parsed in the parent (run under ``absl.app.run``)."""
+    Grain reads absl flags when it starts workers; outside ``absl.app.run`` (tests, notebooks,
+    argparse CLIs) they are marked parsed here with their defaults."""
     it = dataset.to_iter_dataset()
     if num_workers > 0:
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(
             num_workers=num_workers, per_worker_buffer_size=worker_buffer_size))
     return iter(it)

@@ -1,0 +1,106 @@
+import os
+
+import numpy as np
+import pytest
+
+from ppsn.data import decode
+from ppsn.data.decode import DecodeError, VideoFile
+from tests.data import media
+
+VIDEO_KINDS = [("mp4", "libx264"), ("mp4", "mpeg4"), ("avi", "mpeg4"), ("avi", "mjpeg"),
+               ("webm", "libvpx"), ("mkv", "libx264")]
+
+
+@pytest.mark.parametrize("ext,codec", VIDEO_KINDS)
+def test_video_random_access_equals_sequential_decoding(tmp_path, ext, codec):
+    path = media.write_video(tmp_path / f"v.{ext}", codec, media.frames(40), gop=6)
+    reference = media.decode_all(path)
+    with VideoFile(path) as video:
+        assert video.num_frames == len(reference) == 40
+        for indices in ([0, 13, 39], [39, 2, 2, 17], [5, 6, 7, 30, 31], list(range(40))):
+            np.testing.assert_array_equal(video.get(indices), reference[indices])
+        with open(path, "rb") as f:
+            data = f.read()
+    with VideoFile(data, name="from-bytes") as video:
+        np.testing.assert_array_equal(video.get([3, 33]), reference[[3, 33]])
+
+
+def test_video_decodes_only_from_the_keyframe_before_each_target(tmp_path, monkeypatch):
+    path = media.write_video(tmp_path / "long.mp4", "libx264", media.frames(120), gop=10)
+    decoded = []
+    with VideoFile(path) as video:
+        original = video._next_frame
+
+        def counting():
+            frame = original()
+            decoded.append(frame.pts)
+            return frame
+
+        monkeypatch.setattr(video, "_next_frame", counting)
+        video.get([95, 5, 55])
+    # Three targets, each at most one GOP (10 frames) after its keyframe: far fewer than 96.
+    assert len(decoded) <= 3 * 10
+
+
+def test_bad_videos_give_clear_errors(tmp_path):
+    media.write_video(tmp_path / "good.avi", "mpeg4", media.frames(40), gop=40)
+    cases = {
+        "missing video file": str(tmp_path / "nope.mp4"),
+        "0 bytes": str(tmp_path / "empty.mp4"),
+        "cannot open video": str(tmp_path / "garbage.webm"),
+    }
+    open(cases["0 bytes"], "wb").close()
+    with open(cases["cannot open video"], "wb") as f:
+        f.write(os.urandom(5000))
+    for reason, path in cases.items():
+        with pytest.raises(DecodeError, match=reason) as err:
+            VideoFile(path)
+        assert err.value.path == path
+    truncated = media.truncate(tmp_path / "good.avi", 0.5)
+    with pytest.raises(DecodeError) as err:
+        with VideoFile(truncated) as video:  # half the frames are gone: some step must say so
+            video.verify()
+            video.get([39])
+    assert err.value.path == truncated
+    with VideoFile(media.write_video(tmp_path / "ok.mp4", "mpeg4", media.frames(5))) as video:
+        with pytest.raises(DecodeError, match="out of range"):
+            video.get([5])
+
+
+def test_frame_files_and_jpeg_bytes(tmp_path):
+    data = media.frames(6)
+    frame_dir = media.write_frame_dir(tmp_path / "clip", data)
+    got = decode.read_frame_files(frame_dir, [0, 5, 5, 2])
+    assert got.shape == (4, 64, 96, 3) and got.dtype == np.uint8
+    assert np.abs(got[1].astype(int) - data[5]).mean() < 3  # JPEG round trip
+    jpegs = [open(os.path.join(frame_dir, f"img_{i:05d}.jpg"), "rb").read() for i in range(1, 7)]
+    np.testing.assert_array_equal(decode.decode_jpeg_frames(jpegs, [0, 5, 5, 2], "rec"), got)
+    with pytest.raises(DecodeError, match="missing frame file") as err:
+        decode.read_frame_files(frame_dir, [6])
+    assert err.value.path.endswith("img_00007.jpg")
+    with pytest.raises(DecodeError, match="record has 6"):
+        decode.decode_jpeg_frames(jpegs, [6], "rec")
+
+
+def test_grayscale_and_cmyk_jpegs_decode_to_rgb(tmp_path):
+    rgb = media.frames(1)[0]
+    for mode in ("L", "CMYK"):
+        path = media.write_jpeg(str(tmp_path / mode / "img_00001.jpg"), rgb, mode)
+        got = decode.read_frame_files(os.path.dirname(path), [0])
+        assert got.shape == (1, 64, 96, 3)
+        assert np.abs(got[0].astype(int) - rgb).mean() < 40
+
+
+def test_corrupt_and_empty_jpegs(tmp_path):
+    with pytest.raises(DecodeError, match="empty image"):
+        decode.decode_jpeg(b"", "x.jpg")
+    with pytest.raises(DecodeError, match="corrupt or unsupported") as err:
+        decode.decode_jpeg(b"\xff\xd8garbage" * 10, "bad.jpg")
+    assert err.value.path == "bad.jpg"
+    a = media.frames(1, 32, 32)[0]
+    b = media.frames(1, 40, 32)[0]
+    d = tmp_path / "mixed"
+    media.write_frame_dir(d, np.stack([a]))
+    media.write_jpeg(str(d / "img_00002.jpg"), b)
+    with pytest.raises(DecodeError, match="different sizes"):
+        decode.read_frame_files(str(d), [0, 1])

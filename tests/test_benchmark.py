@@ -1,0 +1,23 @@
+import json
+import subprocess
+import sys
+
+
+def _run(*args):
+    result = subprocess.run([sys.executable, "-m", "ppsn.benchmark", *args],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_pipeline_benchmark_prints_a_json_line():
+    out = _run("pipeline", "--mode", "train", "--num_clips", "16")
+    assert out["benchmark"] == "pipeline" and out["clips"] >= 16
+    assert out["batch_shape"] == [8, 3, 224, 224, 3]
+    assert out["ms_per_clip"] > 0 and out["clips_per_s_per_worker"] > 0
+
+
+def test_pipeline_benchmark_test_mode_on_a_video_with_a_worker():
+    out = _run("pipeline", "--mode", "test", "--num_seg", "2", "--num_clips", "2",
+               "--batch_size", "1", "--data_format", "videos", "--workers", "1")
+    assert out["views_per_clip"] == 20 and out["workers"] == 1
