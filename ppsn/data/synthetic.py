@@ -2,7 +2,7 @@
 
 10 action classes = 5 shapes (circle, square, triangle, cross, ring) x 2 colour families (warm,
 cool). Each video moves one shape of its class across a random gradient background with random
-start, speed, size and hue jitter, plus a distractor blob, so that a small TSN has something to
+start, speed, size and hue jitter, plus a small grey distractor blob, so that a small TSN has something to
 learn but reaches >= 90% Top-1 in minutes. Everything is deterministic given ``--seed``.
 
 Layout written under ``--output``::
@@ -63,19 +63,21 @@ def render_video(label: int, num_frames: int, width: int, height: int,
                  rng: np.random.Generator) -> np.ndarray:
     """uint8 RGB ``[num_frames, height, width, 3]`` of one video of class ``label``."""
     family, shape = CLASS_NAMES[label].split("_")
-    a, b = rng.integers(30, 200, size=3), rng.integers(30, 200, size=3)
+    # A dim, nearly grey gradient: the shape's colour and outline carry the class.
+    a = rng.integers(20, 90) + rng.integers(-8, 9, size=3)
+    b = rng.integers(20, 90) + rng.integers(-8, 9, size=3)
     ramp = np.linspace(0, 1, width)[None, :, None]
     background = (a * (1 - ramp) + b * ramp).astype(np.uint8).repeat(height, axis=0)
     colour = _colour(family, rng)
-    radius = int(rng.integers(height // 7, height // 4))
+    radius = int(rng.integers(height // 6, height // 3))
     pos = rng.uniform([radius, radius], [width - radius, height - radius])
     vel = rng.uniform(-1, 1, size=2) * rng.uniform(1, 3)
     blob = rng.uniform([0, 0], [width, height])
-    blob_colour = tuple(int(v) for v in rng.integers(0, 255, size=3))
+    blob_colour = (int(rng.integers(60, 200)),) * 3  # a grey distractor
     frames = np.empty((num_frames, height, width, 3), np.uint8)
     for t in range(num_frames):
         img = background.copy()
-        cv2.circle(img, (int(blob[0]), int(blob[1])), radius // 2, blob_colour, -1, cv2.LINE_AA)
+        cv2.circle(img, (int(blob[0]), int(blob[1])), radius // 3, blob_colour, -1, cv2.LINE_AA)
         _draw(img, shape, pos, radius, colour)
         frames[t] = img
         pos = pos + vel

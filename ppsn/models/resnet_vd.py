@@ -19,12 +19,14 @@ Numerics follow PaddleVideo exactly (see ``shared/docs/RECIPE.md``):
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 from jax.nn import initializers
+
+from ppsn.models.conv import conv2d
 
 # Blocks per stage, for each supported depth.
 STAGE_BLOCKS = {
@@ -85,6 +87,24 @@ def avg_pool_2x2_ceil_exclusive(x: jnp.ndarray) -> jnp.ndarray:
     return summed * jnp.asarray(inv_count[None, :, :, None], x.dtype)
 
 
+class Conv(nn.Module):
+    """Bias-free k x k convolution, symmetric (k-1)//2 padding; float32 ``kernel`` [k, k, C, F]
+    cast to ``dtype`` for the computation (see :mod:`ppsn.models.conv` for ``impl``)."""
+
+    features: int
+    kernel_size: int
+    strides: int = 1
+    dtype: Any = jnp.float32
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x):
+        k = self.kernel_size
+        kernel = self.param("kernel", kaiming_normal, (k, k, x.shape[-1], self.features),
+                            jnp.float32)
+        return conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.strides, self.impl)
+
+
 class ConvBN(nn.Module):
     """Conv (no bias, symmetric (k-1)//2 padding) then BatchNorm, optionally ReLU."""
 
@@ -93,22 +113,12 @@ class ConvBN(nn.Module):
     strides: int = 1
     relu: bool = True
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x, train: bool):
-        k = self.kernel_size
-        p = (k - 1) // 2
-        x = nn.Conv(
-            self.features,
-            (k, k),
-            strides=(self.strides, self.strides),
-            padding=((p, p), (p, p)),
-            use_bias=False,
-            kernel_init=kaiming_normal,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            name="conv",
-        )(x)
+        x = Conv(self.features, self.kernel_size, self.strides, self.dtype, self.conv_impl,
+                 name="conv")(x)
         x = nn.BatchNorm(
             use_running_average=not train,
             momentum=BN_MOMENTUM,
@@ -128,15 +138,16 @@ class BottleneckBlock(nn.Module):
     projection: bool
     pooled_projection: bool
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv_bn = functools.partial(ConvBN, dtype=self.dtype)
+        conv_bn = functools.partial(ConvBN, dtype=self.dtype, conv_impl=self.conv_impl)
         y = conv_bn(self.width, 1, name="conv0")(x, train)
         y = conv_bn(self.width, 3, strides=self.strides, name="conv1")(y, train)
         y = conv_bn(self.width * 4, 1, relu=False, name="conv2")(y, train)
         short = _shortcut(x, self.width * 4, self.projection, self.pooled_projection,
-                          self.dtype, train)
+                          conv_bn, train)
         return nn.relu(short + y)
 
 
@@ -148,25 +159,26 @@ class BasicBlock(nn.Module):
     projection: bool
     pooled_projection: bool
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv_bn = functools.partial(ConvBN, dtype=self.dtype)
+        conv_bn = functools.partial(ConvBN, dtype=self.dtype, conv_impl=self.conv_impl)
         y = conv_bn(self.width, 3, strides=self.strides, name="conv0")(x, train)
         y = conv_bn(self.width, 3, relu=False, name="conv1")(y, train)
         short = _shortcut(x, self.width, self.projection, self.pooled_projection,
-                          self.dtype, train)
+                          conv_bn, train)
         return nn.relu(short + y)
 
 
-def _shortcut(x, features, projection, pooled_projection, dtype, train):
+def _shortcut(x, features, projection, pooled_projection, conv_bn, train):
     """Identity, or the projection shortcut (with the "D" average pool when pooled)."""
     if not projection:
         return x
     if pooled_projection:
         x = avg_pool_2x2_ceil_exclusive(x)
     # Called from inside a compact module: the submodule is registered on the caller.
-    return ConvBN(features, 1, relu=False, dtype=dtype, name="short")(x, train)
+    return conv_bn(features, 1, relu=False, name="short")(x, train)
 
 
 class ResNetVd(nn.Module):
@@ -178,12 +190,13 @@ class ResNetVd(nn.Module):
 
     depth: int = 50
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"  # see ppsn.models.conv
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         check_depth(self.depth)
         x = x.astype(self.dtype)
-        conv_bn = functools.partial(ConvBN, dtype=self.dtype)
+        conv_bn = functools.partial(ConvBN, dtype=self.dtype, conv_impl=self.conv_impl)
         x = conv_bn(32, 3, strides=2, name="conv1_1")(x, train)
         x = conv_bn(32, 3, name="conv1_2")(x, train)
         x = conv_bn(64, 3, name="conv1_3")(x, train)
@@ -197,12 +210,7 @@ class ResNetVd(nn.Module):
                     projection=i == 0,
                     pooled_projection=i == 0 and stage > 0,
                     dtype=self.dtype,
+                    conv_impl=self.conv_impl,
                     name=f"bb_{stage}_{i}",
                 )(x, train)
         return x
-
-
-def block_names(depth: int) -> Sequence[str]:
-    """Names of the residual blocks in order, e.g. ``bb_0_0`` ... ``bb_3_2`` for R50."""
-    check_depth(depth)
-    return [f"bb_{s}_{i}" for s, n in enumerate(STAGE_BLOCKS[depth]) for i in range(n)]

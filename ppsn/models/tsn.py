@@ -32,9 +32,10 @@ class TSN(nn.Module):
     num_classes: int = 400
     dropout_rate: float = 0.4
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"  # how convolutions are computed: see ppsn.models.conv
 
     def setup(self):
-        self.backbone = ResNetVd(depth=self.depth, dtype=self.dtype)
+        self.backbone = ResNetVd(depth=self.depth, dtype=self.dtype, conv_impl=self.conv_impl)
         self.dropout = nn.Dropout(rate=self.dropout_rate)
         self.fc = nn.Dense(
             self.num_classes,

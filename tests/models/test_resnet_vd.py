@@ -113,3 +113,20 @@ def test_bf16_compute_keeps_float32_variables():
     assert out.dtype == jnp.bfloat16
     for leaf in jax.tree_util.tree_leaves((variables, updated)):
         assert leaf.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("shape,k,stride", [((2, 2, 2, 8), 3, 1), ((2, 7, 5, 4), 3, 2),
+                                            ((1, 9, 9, 3), 3, 2), ((2, 4, 4, 6), 1, 1),
+                                            ((1, 6, 6, 3), 1, 1)])
+def test_conv_implementations_agree(shape, k, stride):
+    from ppsn.models.conv import conv2d
+
+    x = jax.random.normal(jax.random.key(0), shape)
+    kernel = jax.random.normal(jax.random.key(1), (k, k, shape[-1], 5))
+    p = (k - 1) // 2
+    ref = jax.lax.conv_general_dilated(x, kernel, (stride, stride), ((p, p), (p, p)),
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    for impl in ("auto", "xla", "im2col"):
+        np.testing.assert_allclose(conv2d(x, kernel, stride, impl), ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="conv impl"):
+        conv2d(x, kernel, stride, "winograd")

@@ -1,0 +1,65 @@
+"""The PP-TSN recipe as one default ml_collections config; ``configs/*.py`` override a few fields.
+
+Every value here is PaddleVideo's ``configs/recognition/pptsn/pptsn_k400_frames.yaml`` (see
+``shared/docs/RECIPE.md``). Durations are in epochs; they become steps in one place, the loop,
+from the size of the training list and the global batch.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def pptsn_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.model = ml_collections.ConfigDict(dict(depth=50, num_classes=400, dropout_rate=0.4))
+    c.data = ml_collections.ConfigDict(dict(
+        source="list",            # 'list': PaddleVideo list files; 'tfds': ppsn.data.prepare output
+        format="frames",          # 'frames' (img_{:05}.jpg folders / JPEG records) or 'videos'
+        data_prefix="data/k400",  # prefix of the list files' relative paths
+        train_list="data/k400/train_frames.list",
+        val_list="data/k400/val_frames.list",
+        test_list="data/k400/val_frames.list",
+        label_list="",            # 'id name' per line, for reports
+        tfds_name="kinetics400",
+        tfds_data_dir="",
+        train_split="train",
+        val_split="val",
+        test_split="val",
+        num_seg=3,                # segments in training and validation
+        test_num_seg=25,          # segments at test time (x 10 TenCrop views)
+        test_sampling="",         # '' = PaddleVideo's middle-of-segment; 'linspace' possible
+        short_size=256,
+        target_size=224,
+        num_workers=4,            # Grain worker processes per host (0: decode in the main process)
+        generate_toy=False,       # write the embedded toy dataset to data_prefix if absent
+    ))
+    c.batch_size = 256            # global: PaddleVideo's 32 per GPU x 8 GPUs
+    c.valid_batch_size = 256      # global: 32 per GPU x 8
+    c.test_batch_size = 8         # global; each video is scored exactly once whatever the split
+    c.num_epochs = 100
+    c.optim = ml_collections.ConfigDict(dict(
+        momentum=0.9, nesterov=True,
+        weight_decay=1e-4,        # coupled L2 on conv weights and the fc weight only
+        fc_weight_lr_mult=5.0, fc_bias_lr_mult=10.0,
+        base_lr=0.01,             # cosine: base * (cos(pi e / num_epochs) + 1) / 2
+        warmup_epochs=10, warmup_start_lr=0.005,
+    ))
+    c.loss = ml_collections.ConfigDict(dict(label_smoothing=0.1, mixup_alpha=0.2))
+    c.amp = False                 # True: bf16 compute, float32 params and optimizer state
+    c.seed = 0
+    c.log_interval = 20           # steps
+    c.validate = True             # validate during training and keep the best model
+    c.val_interval = 1            # epochs
+    c.checkpoint_every_steps = 1000
+    c.keep_checkpoints = 3
+    c.max_steps = -1              # stop early after this many steps (-1: the whole schedule)
+    # Backbone initialization: a ppsn checkpoint converted from PaddleClas's ImageNet
+    # ResNet50_vd_pretrained.pdparams with
+    #   python -m ppsn.convert.paddle --pdparams ResNet50_vd_pretrained.pdparams --depth 50 \
+    #       --output checkpoints/ResNet50_vd_pretrained
+    c.pretrained = "checkpoints/ResNet50_vd_pretrained"
+    # Full-model initialization for fine-tuning (a converted PaddleVideo checkpoint or a ppsn
+    # best/ directory); takes precedence over `pretrained`. Resuming from the workdir comes first.
+    c.init_from = ""
+    return c
