@@ -52,3 +52,13 @@ def toy_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy")
     synthetic.generate(str(out), num_frames=12, videos_per_class={"train": 3, "val": 2, "test": 1})
     return out
+
+
+@pytest.fixture(scope="session")
+def full_toy_dir(tmp_path_factory):
+    """The toy dataset at its default size (240 train / 80 val videos), shorter videos."""
+    from ppsn.data import synthetic
+
+    out = tmp_path_factory.mktemp("toy_full")
+    synthetic.generate(str(out), num_frames=12)
+    return out

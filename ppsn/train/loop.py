@@ -44,10 +44,11 @@ class _Meter:
         """Fetch the pending device metrics, check them, average them."""
         host = [parallel.to_host(m) for m in self.values]
         for i, m in enumerate(host):
-            if not np.isfinite(m["loss"]):
+            if not (np.isfinite(m["loss"]) and np.isfinite(m["param_norm"])):
                 raise NonFiniteLossError(
-                    f"non-finite loss {m['loss']} at step {first_step + i + 1}: stopping; the "
-                    "checkpoints and the best model on disk are from before it")
+                    f"non-finite loss {m['loss']} (parameter norm {m['param_norm']}) at step "
+                    f"{first_step + i + 1}: stopping; the checkpoints and the best model on disk "
+                    "are from before it")
         out = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
         out["lr"] = float(host[-1]["lr"])
         return out

@@ -1,0 +1,131 @@
+"""The real training loop on the toy data: resume, learning, failure handling, init."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from ppsn import checkpoint
+from ppsn.models import TSN
+from ppsn.train import initialize
+from tests.conftest import REPO_ROOT
+
+
+def _tiny_flags(toy_dir, workdir, **overrides):
+    flags = {
+        "data.data_prefix": toy_dir, "data.train_list": f"{toy_dir}/train_frames.list",
+        "data.val_list": f"{toy_dir}/val_frames.list", "data.generate_toy": False,
+        "data.short_size": 40, "data.target_size": 32, "batch_size": 8, "valid_batch_size": 8,
+        "num_epochs": 6, "checkpoint_every_steps": 2, "keep_checkpoints": 20, "log_interval": 3,
+    }
+    flags.update(overrides)
+    return ([sys.executable, "-m", "ppsn.main", "--config=configs/pptsn_toy.py",
+             f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in flags.items()])
+
+
+def _final_state(workdir, step):
+    with ocp.StandardCheckpointer() as ckptr:
+        return ckptr.restore(os.path.join(workdir, "checkpoints", str(step), "state"))
+
+
+def test_kill_and_resume_ends_bit_identical(toy_dir, tmp_path):
+    total = 6 * (30 // 8)  # 6 epochs of 3 steps
+    straight = tmp_path / "straight"
+    cmd = _tiny_flags(toy_dir, straight, validate=False)
+    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    cmd = _tiny_flags(toy_dir, killed, validate=False)
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    first = killed / "checkpoints" / "4"
+    deadline = time.time() + 300
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    steps_before = sorted(int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps_before and steps_before[-1] < total, "the run was not interrupted"
+
+    resumed = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {killed / 'checkpoints'} at step" in resumed.stderr
+
+    a, b = _final_state(straight, total), _final_state(killed, total)
+    assert int(a["state"]["step"]) == int(b["state"]["step"]) == total
+    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(leaves_a) == len(leaves_b) > 100
+    for x, y in zip(leaves_a, leaves_b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_toy_run_learns_keeps_the_best_model_and_logs(full_toy_dir, tmp_path):
+    workdir = tmp_path / "run"
+    cmd = _tiny_flags(full_toy_dir, workdir, num_epochs=20, batch_size=32, valid_batch_size=40,
+                      checkpoint_every_steps=1000, log_interval=10,
+                      **{"data.short_size": 64, "data.target_size": 56})
+    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = done.stderr
+    for field in ("loss:", "top1:", "top5:", "lr:", "batch_cost:", "reader_cost:", "ips:", "ETA:"):
+        assert field in log
+    assert "Already save the best model (top1 acc)" in log
+    variables, meta = checkpoint.load_variables(workdir / "best")
+    assert meta["top1"] > 0.6, meta  # chance is 0.1; the full toy config reaches ~0.98
+    assert os.listdir(workdir / "tensorboard")
+    losses = [float(line.split("loss: ")[1].split()[0]) for line in log.splitlines()
+              if "train step:" in line]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+def test_non_finite_loss_stops_loudly_without_overwriting_checkpoints(toy_dir, tmp_path):
+    workdir = tmp_path / "nan"
+    cmd = _tiny_flags(toy_dir, workdir, validate=False, **{"optim.base_lr": 1e30,
+                                                           "optim.warmup_start_lr": 1e30})
+    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    assert "NonFiniteLossError" in done.stderr and "non-finite loss" in done.stderr
+    saved = [p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+    for step in saved:  # whatever was saved holds finite parameters
+        leaves = jax.tree.leaves(_final_state(workdir, int(step))["state"]["params"])
+        assert all(np.isfinite(np.asarray(x)).all() for x in leaves)
+
+
+def test_misspelled_override_is_refused(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "ppsn.main", "--config=configs/pptsn_toy.py",
+                           f"--workdir={tmp_path}", "--config.optim.base_lrr=0.1"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "base_lrr" in done.stderr
+
+
+def test_init_from_a_checkpoint_with_another_head(tmp_path):
+    source = TSN(depth=18, num_classes=400)
+    variables = jax.tree.map(np.asarray, initialize.scratch_variables(source, seed=1))
+    checkpoint.save_variables(tmp_path / "k400", variables, {"depth": 18, "num_classes": 400})
+    target = TSN(depth=18, num_classes=10)
+    fresh = initialize.scratch_variables(target, seed=2)
+    loaded, _ = checkpoint.load_variables(tmp_path / "k400")
+    merged = initialize.merge_loaded(fresh, loaded, "k400")
+    np.testing.assert_array_equal(merged["params"]["backbone"]["conv1_1"]["conv"]["kernel"],
+                                  variables["params"]["backbone"]["conv1_1"]["conv"]["kernel"])
+    assert merged["params"]["fc"]["kernel"].shape == (512, 10)  # re-initialized head
+    wrong = TSN(depth=34, num_classes=10)
+    with pytest.raises(ValueError, match="does not fit the model's backbone"):
+        initialize.merge_loaded(initialize.scratch_variables(wrong, 0), loaded, "k400")
+
+
+def test_missing_pretrained_path_is_an_error_not_random_weights(tmp_path):
+    from ppsn.recipe import pptsn_config
+
+    config = pptsn_config()
+    config.model.depth, config.model.num_classes = 18, 10
+    config.pretrained = str(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="python -m ppsn.convert.paddle"):
+        initialize.initial_variables(config, initialize.build_model(config))
