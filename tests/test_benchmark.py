@@ -21,3 +21,11 @@ def test_pipeline_benchmark_test_mode_on_a_video_with_a_worker():
     out = _run("pipeline", "--mode", "test", "--num_seg", "2", "--num_clips", "2",
                "--batch_size", "1", "--data_format", "videos", "--workers", "1")
     assert out["views_per_clip"] == 20 and out["workers"] == 1
+
+
+def test_train_step_benchmark_reports_throughput_and_the_naive_baseline():
+    out = _run("train_step", "--depth", "18", "--batch", "2", "--num_seg", "2", "--size", "32",
+               "--steps", "2")
+    assert out["benchmark"] == "train_step" and out["images_per_s"] > 0
+    assert out["naive_images_per_s"] > 0 and out["speedup_vs_naive"] > 0
+    assert out["flops_per_step"] > 0
