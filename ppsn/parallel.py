@@ -30,16 +30,18 @@ def initialize_distributed() -> None:
         return
     address = os.environ.get("JAX_COORDINATOR_ADDRESS")
     if address:
-        jax.distributed.initialize(
-            coordinator_address=address,
-            num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-            process_id=int(os.environ["JAX_PROCESS_ID"]),
-        )
-    elif any(v in os.environ for v in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE",
-                                       "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS")):
-        jax.distributed.initialize()
+        kwargs = dict(coordinator_address=address,
+                      num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+                      process_id=int(os.environ["JAX_PROCESS_ID"]))
+    elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 or any(
+            v in os.environ for v in ("OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES",
+                                      "MEGASCALE_COORDINATOR_ADDRESS")):
+        kwargs = {}  # JAX reads the cluster's environment
     else:
         return
+    # CPU processes need a collectives implementation (harmless for GPU/TPU backends).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**kwargs)
     log.info("jax.distributed: process %d of %d, %d local / %d global devices",
              jax.process_index(), jax.process_count(), jax.local_device_count(),
              jax.device_count())

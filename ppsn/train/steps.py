@@ -78,7 +78,7 @@ def train_step(cfg: StepConfig, state: TrainState, batch, rng) -> tuple[TrainSta
     metrics = {"loss": loss, "top1": mixed(1), "top5": mixed(min(5, cfg.num_classes)),
                "lr": cfg.schedule(state.step),
                # Finite iff every new parameter is: the loop never checkpoints a broken state.
-               "param_norm": optax.global_norm(params)}
+               "param_norm": optax.tree.norm(params)}
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_state=opt_state)
     return new_state, metrics

@@ -10,18 +10,13 @@ processes (each feeds its own rows of the global batch).
 
 import argparse
 import json
-import os
 
 import jax
+import numpy as np
 
-if int(os.environ.get("JAX_NUM_PROCESSES", "1")) > 1:
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-
-import numpy as np  # noqa: E402
-
-from ppsn import parallel  # noqa: E402
-from ppsn.recipe import pptsn_config  # noqa: E402
-from ppsn.train import initialize, optim, steps  # noqa: E402
+from ppsn import parallel
+from ppsn.recipe import pptsn_config
+from ppsn.train import initialize, optim, steps
 
 GLOBAL_BATCH = 8
 

@@ -1,0 +1,192 @@
+"""Test mode: TenCrop Top-1 / Top-5 over a whole list, each video scored exactly once.
+
+    python -m ppsn.main --config=configs/pptsn_k400_frames.py --mode=test --weights=DIR
+
+``DIR`` is a ppsn variables checkpoint (``python -m ppsn.convert.paddle`` output, or a run's
+``best/``) or a training workdir (its ``best/`` if present, else its latest checkpoint). The
+model averages the features of all ``test_num_seg x 10`` views of a video, as PaddleVideo does.
+
+Batches are padded with a mask so that every process runs the same number of steps and no video
+is dropped or counted twice, whatever the device and process counts. Outputs, beside each other
+in the output directory:
+
+* ``ledger.csv``: ``video_id, label, prediction, score`` for every entry of the list (a video
+  that cannot be decoded gets prediction -1 and counts as wrong);
+* ``summary.json``: Top-1, Top-5, counts, the list's fingerprint, the checkpoint and the config;
+* ``per_class.csv``: per-class accuracy (class names from ``data.label_list`` when given);
+* ``confusion_matrix.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from ppsn import checkpoint, parallel
+from ppsn.data import datasets, pipeline
+from ppsn.data.transforms import normalize
+from ppsn.train import initialize
+
+log = logging.getLogger(__name__)
+
+
+def load_weights(path: str) -> tuple[dict, str]:
+    """Variables from a variables checkpoint or a training workdir; returns (variables, what)."""
+    path = os.path.abspath(path)
+    if os.path.exists(os.path.join(path, checkpoint.META_FILE)):
+        return checkpoint.load_variables(path)[0], path
+    best = os.path.join(path, "best")
+    if os.path.exists(os.path.join(best, checkpoint.META_FILE)):
+        return checkpoint.load_variables(best)[0], best
+    ckpt_dir = os.path.join(path, "checkpoints")
+    if os.path.isdir(ckpt_dir):
+        import orbax.checkpoint as ocp
+
+        steps = sorted(int(p) for p in os.listdir(ckpt_dir) if p.isdigit())
+        if steps:
+            state_dir = os.path.join(ckpt_dir, str(steps[-1]), "state")
+            with ocp.StandardCheckpointer() as ckptr:
+                restored = ckptr.restore(state_dir)
+            state = restored["state"]
+            variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+            return jax.tree.map(np.asarray, variables), state_dir
+    raise FileNotFoundError(f"{path}: not a ppsn checkpoint (no {checkpoint.META_FILE}, best/ "
+                            "or checkpoints/)")
+
+
+def _score_fn(model, mesh):
+    rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+
+    def score(variables, frames):
+        logits = model.apply(variables, normalize(frames), train=False)
+        return jax.nn.softmax(logits, axis=-1)
+
+    # Scores come back replicated: every process sees every row of the global batch.
+    return jax.jit(score, in_shardings=(rep, data), out_shardings=rep)
+
+
+def read_label_list(path: str | None, num_classes: int) -> list[str]:
+    names = [str(i) for i in range(num_classes)]
+    if path and os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                fields = line.strip().split(maxsplit=1)
+                if len(fields) == 2 and fields[0].isdigit() and int(fields[0]) < num_classes:
+                    names[int(fields[0])] = fields[1]
+    return names
+
+
+def run_test(config, weights: str, output_dir: str) -> dict:
+    parallel.initialize_distributed()
+    mesh = parallel.make_mesh()
+    num_classes = config.model.num_classes
+    source = datasets.make_source(config.data, "test", num_classes)
+    spec = datasets.clip_spec(config.data, "test")
+    local = parallel.check_batch_size(config.test_batch_size, mesh)
+    variables, what = load_weights(weights)
+    model = initialize.build_model(config)
+    variables = jax.device_put(variables, parallel.replicated(mesh))
+    score = _score_fn(model, mesh)
+
+    ds = pipeline.eval_dataset(source, spec, local,
+                               skip_log=os.path.join(output_dir, "bad_samples.jsonl"))
+    n = len(source)
+    scores = np.full((n, num_classes), np.nan, np.float32)
+    failed = np.zeros(n, bool)
+    seen = np.zeros(n, np.int32)
+    show = jax.process_index() == 0
+    os.makedirs(output_dir, exist_ok=True)
+    for batch in tqdm(pipeline.to_iterator(ds, config.data.num_workers), total=len(ds),
+                      desc="test", unit="batch", disable=not show):
+        out = parallel.to_host(score(variables, parallel.to_global(batch["frames"], mesh)))
+        meta = parallel.to_host(_gather(
+            {k: batch[k] for k in ("index", "mask", "failed")}, mesh))
+        for row in np.nonzero(meta["index"] >= 0)[0]:
+            i = int(meta["index"][row])
+            seen[i] += 1
+            if meta["mask"][row]:
+                scores[i] = out[row]
+            failed[i] |= bool(meta["failed"][row])
+    if not (seen == 1).all():  # the exactly-once invariant: never expected to fire
+        raise RuntimeError(f"videos scored {sorted(set(seen.tolist()))} times, expected once each")
+
+    labels = np.array([source[i]["label"] for i in range(n)])
+    video_ids = [source[i]["video_id"] for i in range(n)]
+    pred = np.where(failed, -1, np.nan_to_num(scores, nan=-1).argmax(-1))
+    top5 = np.argsort(-np.nan_to_num(scores, nan=-1), axis=-1)[:, :5]
+    correct1 = (pred == labels) & ~failed
+    correct5 = (top5 == labels[:, None]).any(-1) & ~failed
+    summary = {
+        "top1": float(correct1.mean()), "top5": float(correct5.mean()), "count": n,
+        "failed": int(failed.sum()), "checkpoint": what,
+        "list": getattr(source, "list_file", repr(source)),
+        "list_sha256": source.fingerprint() if hasattr(source, "fingerprint") else None,
+        "num_seg": spec.num_seg, "views": spec.views,
+        "devices": mesh.devices.size, "processes": jax.process_count(),
+        "config": json.loads(config.to_json_best_effort()),
+    }
+    if show:
+        names = read_label_list(config.data.label_list, num_classes)
+        _write_reports(output_dir, video_ids, labels, pred, scores, failed, names, summary)
+    print(f"Top-1: {summary['top1']:.4f}  Top-5: {summary['top5']:.4f}  ({n} videos, "
+          f"{summary['failed']} failed to decode; reports in {output_dir})")
+    return summary
+
+
+def _gather(local, mesh):
+    """Process-local rows -> replicated global arrays (so process 0 sees every row)."""
+    global_arrays = parallel.to_global(local, mesh)
+    return jax.jit(lambda x: x, out_shardings=parallel.replicated(mesh))(global_arrays)
+
+
+def _write_reports(output_dir, video_ids, labels, pred, scores, failed, names, summary):
+    with open(os.path.join(output_dir, "ledger.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["video_id", "label", "prediction", "score"])
+        for i, vid in enumerate(video_ids):
+            s = "" if failed[i] else f"{scores[i, pred[i]]:.6f}"
+            writer.writerow([vid, int(labels[i]), int(pred[i]), s])
+    with open(os.path.join(output_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    k = len(names)
+    confusion = np.zeros((k, k), np.int64)
+    for y, p in zip(labels, pred):
+        if p >= 0:
+            confusion[y, p] += 1
+    with open(os.path.join(output_dir, "per_class.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class_id", "name", "count", "correct", "accuracy"])
+        for c in range(k):
+            count = int((labels == c).sum())
+            correct = int(confusion[c, c])
+            writer.writerow([c, names[c], count, correct,
+                             f"{correct / count:.4f}" if count else ""])
+    _plot_confusion(confusion, names, os.path.join(output_dir, "confusion_matrix.png"))
+
+
+def _plot_confusion(confusion, names, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(names)
+    size = min(4 + k * 0.35, 40)
+    fig, ax = plt.subplots(figsize=(size, size))
+    rows = confusion.sum(1, keepdims=True)
+    ax.imshow(confusion / np.maximum(rows, 1), cmap="Blues", vmin=0, vmax=1)
+    if k <= 50:
+        ax.set_xticks(range(k), names, rotation=90, fontsize=8)
+        ax.set_yticks(range(k), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("confusion matrix (row-normalized)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

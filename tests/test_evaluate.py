@@ -1,0 +1,82 @@
+"""Test mode: every video scored exactly once whatever the devices/processes, and the reports."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import portpicker
+import pytest
+
+from ppsn import checkpoint
+from ppsn.models import TSN
+from ppsn.train import initialize
+from tests.conftest import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / "r18"
+    variables = jax.tree.map(np.asarray, initialize.scratch_variables(TSN(18, 10), seed=3))
+    checkpoint.save_variables(path, variables, {"depth": 18, "num_classes": 10})
+    return path
+
+
+def _cmd(toy_dir, weights, out, batch):
+    flags = {"data.data_prefix": toy_dir, "data.test_list": f"{toy_dir}/val_frames.list",
+             "data.label_list": f"{toy_dir}/label_list.txt", "data.test_num_seg": 2,
+             "data.short_size": 40, "data.target_size": 32, "test_batch_size": batch}
+    return ([sys.executable, "-m", "ppsn.main", "--config=configs/pptsn_toy.py", "--mode=test",
+             f"--weights={weights}", f"--workdir={out}"]
+            + [f"--config.{k}={v}" for k, v in flags.items()])
+
+
+def _env(devices, **extra):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def _ledger(out):
+    with open(out / "ledger.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("devices,batch", [(1, 3), (3, 6), (8, 8)])
+def test_every_video_is_scored_once_on_any_device_count(toy_dir, weights, tmp_path, devices, batch):
+    out = tmp_path / "test"
+    done = subprocess.run(_cmd(toy_dir, weights, out, batch), cwd=REPO_ROOT, env=_env(devices),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Top-1:" in done.stdout and "Top-5:" in done.stdout
+    rows = _ledger(out)
+    listed = (toy_dir / "val_frames.list").read_text().splitlines()
+    assert len(rows) == len(listed) == 20
+    assert sorted(r["video_id"] for r in rows) == sorted(l.split()[0] for l in listed)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["count"] == 20 and summary["devices"] == devices
+    assert summary["top1"] == pytest.approx(np.mean([r["label"] == r["prediction"] for r in rows]))
+    per_class = list(csv.DictReader(open(out / "per_class.csv")))
+    assert sum(int(c["count"]) for c in per_class) == 20
+    assert sum(int(c["correct"]) for c in per_class) == round(summary["top1"] * 20)
+    assert per_class[0]["name"] == "warm_circle"
+    assert (out / "confusion_matrix.png").stat().st_size > 1000
+
+
+def test_two_processes_score_each_video_once(toy_dir, weights, tmp_path):
+    port = portpicker.pick_unused_port()
+    out = tmp_path / "test"
+    procs = [subprocess.Popen(
+        _cmd(toy_dir, weights, out, 12), cwd=REPO_ROOT,
+        env=_env(2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=2,
+                 JAX_PROCESS_ID=i),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=600)
+        assert p.returncode == 0, stderr[-3000:]
+    rows = _ledger(out)
+    assert len(rows) == 20 and len({r["video_id"] for r in rows}) == 20
+    assert json.loads((out / "summary.json").read_text())["processes"] == 2
