@@ -1,0 +1,95 @@
+"""Export a trained model as a self-contained ``jax.export`` artifact for ``ppsn.predict``.
+
+    python -m ppsn.export --config=configs/pptsn_k400_frames.py --weights=DIR --output=inference/ppTSN
+
+Writes into ``--output``:
+
+* ``model.jax``: the serialized ``jax.export.Exported`` of ``scores = f(weights, frames)``,
+  with ``frames`` uint8 ``[n, views, size, size, 3]`` (TenCrop views of the scaled frames; ``n``
+  is symbolic) and ``scores`` the softmax over classes, normalization and the averaging over
+  views included; lowered for CPU and CUDA;
+* ``weights.npz``: the model variables, in the order ``model.jax`` takes them;
+* ``inference.json``: what predict needs: ``num_seg``, ``views``, ``short_size``,
+  ``target_size``, ``sampling``, ``mean``/``std``, ``num_classes``.
+
+Loading needs neither the model code nor the config: ``jax.export.deserialize`` + numpy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ppsn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
+
+MODEL_FILE = "model.jax"
+WEIGHTS_FILE = "weights.npz"
+META_FILE = "inference.json"
+
+
+def export_model(config, variables, output: str, platforms=("cpu", "cuda")) -> dict:
+    from jax import export
+
+    from ppsn.data import datasets
+    from ppsn.train import initialize
+
+    model = initialize.build_model(config)
+    leaves, treedef = jax.tree.flatten(variables)
+    spec = datasets.clip_spec(config.data, "test")
+
+    def infer(weights, frames):
+        logits = model.apply(jax.tree.unflatten(treedef, weights), normalize(frames), train=False)
+        return jax.nn.softmax(logits, axis=-1)
+
+    n = export.symbolic_shape("n")[0]
+    args = ([jax.ShapeDtypeStruct(np.shape(x), jnp.float32) for x in leaves],
+            jax.ShapeDtypeStruct((n, spec.views, spec.target_size, spec.target_size, 3), jnp.uint8))
+    try:
+        exported = export.export(jax.jit(infer), platforms=list(platforms))(*args)
+    except Exception:  # a platform this jaxlib cannot lower for: export for the CPU only
+        exported = export.export(jax.jit(infer), platforms=["cpu"])(*args)
+    os.makedirs(output, exist_ok=True)
+    with open(os.path.join(output, MODEL_FILE), "wb") as f:
+        f.write(exported.serialize())
+    np.savez(os.path.join(output, WEIGHTS_FILE),
+             **{f"w{i:04d}": np.asarray(x, np.float32) for i, x in enumerate(leaves)})
+    meta = {"num_seg": spec.num_seg, "views": spec.views, "short_size": spec.short_size,
+            "target_size": spec.target_size, "sampling": spec.sampling or "test",
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+            "num_classes": config.model.num_classes, "depth": config.model.depth,
+            "input": "uint8 [n, views, target_size, target_size, 3], TenCrop order",
+            "platforms": list(exported.platforms)}
+    with open(os.path.join(output, META_FILE), "w") as f:
+        json.dump(meta, f, indent=2)
+    return meta
+
+
+def main(argv):
+    import logging
+
+    from absl import flags
+
+    from ppsn.evaluate import load_weights
+
+    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every read at INFO
+    FLAGS = flags.FLAGS
+    variables, what = load_weights(FLAGS.weights)
+    meta = export_model(FLAGS.config, variables, FLAGS.output)
+    print(f"exported {what} to {FLAGS.output} ({', '.join(meta['platforms'])}; "
+          f"{meta['views']} views of {meta['target_size']}x{meta['target_size']})")
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "ml_collections config file", lock_config=True)
+    flags.DEFINE_string("weights", None, "checkpoint directory (converted, best/ or a workdir)")
+    flags.DEFINE_string("output", "inference/ppTSN", "output directory")
+    flags.mark_flags_as_required(["config", "weights"])
+    app.run(main)

@@ -1,0 +1,115 @@
+"""Classify video files with an exported model (``python -m ppsn.export``).
+
+    python -m ppsn.predict --input_file=video.avi --model_dir=inference/ppTSN
+        [--label_list=FILE] [--top_k=5]
+
+``--input_file`` may be repeated or name a directory (its video files are taken in name
+order). Each video is decoded with PyAV, sampled and TenCropped exactly as the test mode does,
+and scored by the exported artifact; the model code and config are not needed. A file that is
+missing, unreadable or corrupt gets a one-line error and the others still run (exit status 1 if
+any failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".flv", ".m4v", ".mpg", ".mpeg")
+
+
+class Predictor:
+    """The exported model plus its preprocessing."""
+
+    def __init__(self, model_dir: str):
+        from jax import export
+
+        from ppsn.export import META_FILE, MODEL_FILE, WEIGHTS_FILE
+
+        with open(os.path.join(model_dir, META_FILE)) as f:
+            self.meta = json.load(f)
+        with open(os.path.join(model_dir, MODEL_FILE), "rb") as f:
+            self.exported = export.deserialize(bytearray(f.read()))
+        with np.load(os.path.join(model_dir, WEIGHTS_FILE)) as weights:
+            self.weights = [weights[k] for k in sorted(weights.files)]
+
+    def clip(self, path: str) -> np.ndarray:
+        """uint8 ``[views, size, size, 3]`` for one video file (raises DecodeError)."""
+        from ppsn.data import decode, sampling, transforms
+
+        m = self.meta
+        with decode.VideoFile(path) as video:
+            frames = video.get(sampling.sample_segments(video.num_frames, m["num_seg"],
+                                                        m["sampling"]))
+        return transforms.ten_crop(transforms.scale(frames, m["short_size"]), m["target_size"])
+
+    def scores(self, clips: np.ndarray) -> np.ndarray:
+        return np.asarray(self.exported.call(self.weights, clips))
+
+
+def _inputs(paths):
+    for path in paths:
+        if os.path.isdir(path):
+            for name in sorted(os.listdir(path)):
+                if name.lower().endswith(VIDEO_EXTENSIONS):
+                    yield os.path.join(path, name)
+        else:
+            yield path
+
+
+def _label_names(path):
+    if not path:
+        return {}
+    names = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            fields = line.strip().split(maxsplit=1)
+            if len(fields) == 2 and fields[0].isdigit():
+                names[int(fields[0])] = fields[1]
+    return names
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ppsn.predict",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input_file", action="append", required=True,
+                        help="a video file or a directory of videos (repeatable)")
+    parser.add_argument("--model_dir", default="inference/ppTSN")
+    parser.add_argument("--label_list", default=None, help="'id name' per line")
+    parser.add_argument("--top_k", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    from ppsn.data.decode import DecodeError
+
+    try:
+        predictor = Predictor(args.model_dir)
+    except FileNotFoundError as e:
+        print(f"error: {args.model_dir}: not an exported model ({e.strerror}: {e.filename})",
+              file=sys.stderr)
+        return 2
+    names = _label_names(args.label_list)
+    failures = 0
+    for path in _inputs(args.input_file):
+        try:
+            clip = predictor.clip(path)
+        except DecodeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failures += 1
+            continue
+        scores = predictor.scores(clip[None])[0]
+        order = np.argsort(-scores)[: max(1, args.top_k)]
+        print(f"Current video file: {path}")
+        for rank, c in enumerate(order, start=1):
+            print(f"\ttop-{rank} class: {int(c)}")
+            if int(c) in names:
+                print(f"\ttop-{rank} class name: {names[int(c)]}")
+            print(f"\ttop-{rank} score: {float(scores[c])}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
