@@ -4,6 +4,7 @@
         [--num_clips N] [--num_seg N] [--batch_size B]
     python -m ppsn.benchmark train_step --depth 50 --batch 4 --num_seg 3 --size 224
         [--amp] [--steps N] [--no_baseline]
+    python -m ppsn.benchmark eval --depth 50 --num_seg 25 [--videos N] [--data PATH]
 
 ``train_step`` times the real jitted train step (normalization, mixup, forward, backward,
 optimizer) on all local devices and reports ``images_per_s`` (frames through the backbone),
@@ -11,6 +12,11 @@ optimizer) on all local devices and reports ``images_per_s`` (frames through the
 device memory where the backend reports it. Unless ``--no_baseline``, the same step with XLA's
 plain convolution everywhere (``conv_impl='xla'``, the naive Flax port) is timed in the same
 process and ``speedup_vs_naive`` reported.
+
+``eval`` runs test mode's path for single videos (batch 1): decoding and scaling on the host,
+TenCrop, normalization and the model (averaging all ``num_seg x 10`` views) on the device, on
+a generated 300-frame 340x256 frames folder (or ``--data``). Reports ``s_per_video`` (host +
+device, after one warm-up video) and its host / device parts.
 
 ``pipeline`` runs the host side of the real input pipeline (sampling, decoding of the sampled
 frames, transforms, Grain batching, worker processes) on one frames folder (``img_{:05}.jpg``) or
@@ -181,6 +187,45 @@ def run_train_step(args) -> dict:
     return out
 
 
+def run_eval(args) -> dict:
+    import jax
+
+    from ppsn import parallel
+    from ppsn.data import pipeline
+    from ppsn.data.clips import ClipSpec
+    from ppsn.evaluate import score_fn
+    from ppsn.models import TSN
+
+    model = TSN(depth=args.depth, num_classes=400)
+    variables = jax.jit(model.init)(jax.random.PRNGKey(0),
+                                    jax.numpy.zeros((1, 1, 32, 32, 3), jax.numpy.float32))
+    mesh = parallel.make_mesh(jax.local_devices()[:1])
+    spec = ClipSpec("test", args.num_seg, 256, 224, device_crops=True, canvas=456)
+    score = score_fn(model, mesh, spec, args.views_per_chunk)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data or _benchmark_video(tmp, "frames")
+        source = RepeatedSource(_record_for(data), args.videos + 1)
+        ds = pipeline.eval_dataset(source, spec, 1, process_index=0, process_count=1)
+        host = device = 0.0
+        for i in range(len(ds)):
+            t0 = time.perf_counter()
+            batch = ds[i]
+            t1 = time.perf_counter()
+            out = score(variables, parallel.to_global(
+                {"frames": batch["frames"], "hw": batch["hw"]}, mesh))
+            jax.block_until_ready(out)
+            t2 = time.perf_counter()
+            if i > 0:  # the first video compiles
+                host += t1 - t0
+                device += t2 - t1
+    n = args.videos
+    return {"benchmark": "eval", "depth": args.depth, "num_seg": args.num_seg,
+            "views": spec.views, "views_per_chunk": args.views_per_chunk, "videos": n, "device": jax.local_devices()[0].device_kind,
+            "host_s_per_video": round(host / n, 3), "device_s_per_video": round(device / n, 3),
+            "s_per_video": round((host + device) / n, 3),
+            "ms_per_view": round(device / n / spec.views * 1e3, 2)}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ppsn.benchmark", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -202,8 +247,15 @@ def main(argv=None) -> int:
     t.add_argument("--steps", type=int, default=5)
     t.add_argument("--warmup", type=int, default=1)
     t.add_argument("--no_baseline", action="store_true", help="skip the naive-convolution run")
+    e = sub.add_parser("eval", help="TenCrop test time per video (host + device)")
+    e.add_argument("--depth", type=int, default=50)
+    e.add_argument("--num_seg", type=int, default=25)
+    e.add_argument("--videos", type=int, default=2)
+    e.add_argument("--data", default=None, help="a frames folder or a video file")
+    e.add_argument("--views_per_chunk", type=int, default=10, help="0: all views at once")
     args = parser.parse_args(argv)
-    result = run_pipeline(args) if args.command == "pipeline" else run_train_step(args)
+    runners = {"pipeline": run_pipeline, "train_step": run_train_step, "eval": run_eval}
+    result = runners[args.command](args)
     print(json.dumps(result))
     return 0
 

@@ -30,7 +30,8 @@ from tqdm import tqdm
 
 from ppsn import checkpoint, parallel
 from ppsn.data import datasets, pipeline
-from ppsn.data.transforms import normalize
+from ppsn.data.transforms import normalize, ten_crop_on_device
+from ppsn.models import chunked_logits
 from ppsn.train import initialize
 
 log = logging.getLogger(__name__)
@@ -60,14 +61,24 @@ def load_weights(path: str) -> tuple[dict, str]:
                             "or checkpoints/)")
 
 
-def _score_fn(model, mesh):
+def score_fn(model, mesh, spec, views_per_chunk: int = 0):
+    """jitted ``scores(variables, batch)``: softmax over classes for a (global) batch; with
+    ``spec.device_crops`` the TenCrop views are cut here from ``batch['frames']`` and
+    ``batch['hw']``. ``views_per_chunk > 0`` runs the views in chunks
+    (:func:`ppsn.models.chunked_logits`). Scores come back replicated: every process sees
+    every row."""
     rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
 
-    def score(variables, frames):
-        logits = model.apply(variables, normalize(frames), train=False)
+    def score(variables, batch):
+        frames = batch["frames"]
+        if spec.device_crops:
+            frames = ten_crop_on_device(frames, batch["hw"], spec.target_size)
+        if views_per_chunk:
+            logits = chunked_logits(model, variables, normalize(frames), views_per_chunk)
+        else:
+            logits = model.apply(variables, normalize(frames), train=False)
         return jax.nn.softmax(logits, axis=-1)
 
-    # Scores come back replicated: every process sees every row of the global batch.
     return jax.jit(score, in_shardings=(rep, data), out_shardings=rep)
 
 
@@ -92,7 +103,7 @@ def run_test(config, weights: str, output_dir: str) -> dict:
     variables, what = load_weights(weights)
     model = initialize.build_model(config)
     variables = jax.device_put(variables, parallel.replicated(mesh))
-    score = _score_fn(model, mesh)
+    score = score_fn(model, mesh, spec, config.data.test_views_per_chunk)
 
     ds = pipeline.eval_dataset(source, spec, local,
                                skip_log=os.path.join(output_dir, "bad_samples.jsonl"))
@@ -104,7 +115,8 @@ def run_test(config, weights: str, output_dir: str) -> dict:
     os.makedirs(output_dir, exist_ok=True)
     for batch in tqdm(pipeline.to_iterator(ds, config.data.num_workers), total=len(ds),
                       desc="test", unit="batch", disable=not show):
-        out = parallel.to_host(score(variables, parallel.to_global(batch["frames"], mesh)))
+        inputs = {k: batch[k] for k in ("frames", "hw") if k in batch}
+        out = parallel.to_host(score(variables, parallel.to_global(inputs, mesh)))
         meta = parallel.to_host(_gather(
             {k: batch[k] for k in ("index", "mask", "failed")}, mesh))
         for row in np.nonzero(meta["index"] >= 0)[0]:

@@ -29,6 +29,9 @@ def pptsn_config() -> ml_collections.ConfigDict:
         num_seg=3,                # segments in training and validation
         test_num_seg=25,          # segments at test time (x 10 TenCrop views)
         test_sampling="",         # '' = PaddleVideo's middle-of-segment; 'linspace' possible
+        test_crops_on_device=True,  # TenCrop cut by the device from the scaled uint8 frames
+        test_canvas=456,          # canvas side for those frames (16:9 at 256 is 455 wide)
+        test_views_per_chunk=10,  # views the device runs at once per video (memory / speed)
         short_size=256,
         target_size=224,
         num_workers=4,            # Grain worker processes per host (0: decode in the main process)

@@ -1,3 +1,4 @@
+import pytest
 import json
 import subprocess
 import sys
@@ -29,3 +30,9 @@ def test_train_step_benchmark_reports_throughput_and_the_naive_baseline():
     assert out["benchmark"] == "train_step" and out["images_per_s"] > 0
     assert out["naive_images_per_s"] > 0 and out["speedup_vs_naive"] > 0
     assert out["flops_per_step"] > 0
+
+
+def test_eval_benchmark_reports_seconds_per_video():
+    out = _run("eval", "--depth", "18", "--num_seg", "2", "--videos", "1")
+    assert out["views"] == 20 and out["s_per_video"] > 0
+    assert out["s_per_video"] == pytest.approx(out["host_s_per_video"] + out["device_s_per_video"], abs=2e-3)

@@ -80,3 +80,24 @@ def test_two_processes_score_each_video_once(toy_dir, weights, tmp_path):
     rows = _ledger(out)
     assert len(rows) == 20 and len({r["video_id"] for r in rows}) == 20
     assert json.loads((out / "summary.json").read_text())["processes"] == 2
+
+
+def test_device_crops_score_exactly_like_host_crops(toy_dir, weights):
+    from ppsn import parallel
+    from ppsn.data import pipeline
+    from ppsn.data.clips import ClipSpec
+    from ppsn.data.sources import ListFileSource
+    from ppsn.evaluate import load_weights, score_fn
+
+    source = ListFileSource(str(toy_dir / "test_videos.list"), "videos", str(toy_dir))
+    variables, _ = load_weights(str(weights))
+    mesh = parallel.make_mesh()
+    results = []
+    for device_crops in (False, True):
+        spec = ClipSpec("test", 2, 40, 32, device_crops=device_crops, canvas=64)
+        batch = pipeline.eval_dataset(source, spec, 4, process_index=0, process_count=1)[0]
+        if device_crops:
+            assert batch["frames"].shape == (4, 2, 64, 64, 3) and batch["hw"].shape == (4, 2)
+        inputs = {k: batch[k] for k in ("frames", "hw") if k in batch}
+        results.append(np.asarray(score_fn(TSN(18, 10), mesh, spec)(variables, parallel.to_global(inputs, mesh))))
+    np.testing.assert_array_equal(results[0], results[1])

@@ -29,6 +29,11 @@ class ClipSpec:
     short_size: int = 256
     target_size: int = 224
     sampling: str | None = None  # override the sampling mode, e.g. 'linspace' for videos at test
+    # Test mode only: hand the device the scaled frames on a canvas x canvas uint8 canvas (plus
+    # their height and width) and let it cut the TenCrop views (ppsn.data.transforms.
+    # ten_crop_on_device), instead of copying 10 crops of every frame on the host.
+    device_crops: bool = False
+    canvas: int = 456
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -38,11 +43,14 @@ class ClipSpec:
 
     @property
     def views(self) -> int:
-        """Frames per clip in the output: num_seg, or num_seg * 10 for TenCrop."""
+        """Views the model averages over: num_seg, or num_seg * 10 for TenCrop."""
         return self.num_seg * (10 if self.mode == "test" else 1)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
+        """Shape of one clip as the pipeline hands it over."""
+        if self.mode == "test" and self.device_crops:
+            return (self.num_seg, self.canvas, self.canvas, 3)
         return (self.views, self.target_size, self.target_size, 3)
 
 
@@ -89,7 +97,17 @@ def transform_clip(frames: np.ndarray, spec: ClipSpec, rng: np.random.Generator 
 
 
 def load_clip(record, spec: ClipSpec, rng: np.random.Generator | None = None) -> np.ndarray:
-    """Decode and transform one record. Raises :class:`ppsn.data.decode.DecodeError`."""
+    """Decode and transform one record -> uint8 ``spec.shape``. Raises
+    :class:`ppsn.data.decode.DecodeError`."""
+    if spec.mode == "test" and spec.device_crops:
+        raise ValueError("device_crops clips come from load_canvas_clip")
     if spec.mode == "train" and rng is None:
         raise ValueError("train clips need an rng")
     return transform_clip(decode_sampled(record, spec, rng), spec, rng)
+
+
+def load_canvas_clip(record, spec: ClipSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Test mode with ``device_crops``: the scaled frames on a ``canvas x canvas`` uint8 canvas
+    (top-left aligned) and their int32 ``(height, width)``; the device cuts the TenCrop views."""
+    frames = transforms.scale(decode_sampled(record, spec, None), spec.short_size)
+    return transforms.place_on_canvas(frames, spec.canvas)

@@ -44,4 +44,6 @@ def clip_spec(data_cfg, mode: str) -> ClipSpec:
     test = mode == "test"
     return ClipSpec(mode=mode, num_seg=data_cfg.test_num_seg if test else data_cfg.num_seg,
                     short_size=data_cfg.short_size, target_size=data_cfg.target_size,
-                    sampling=(data_cfg.test_sampling or None) if test else None)
+                    sampling=(data_cfg.test_sampling or None) if test else None,
+                    device_crops=test and data_cfg.test_crops_on_device,
+                    canvas=data_cfg.test_canvas)

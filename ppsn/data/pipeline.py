@@ -6,6 +6,8 @@ Every batch is a dict of numpy arrays:
 * ``label``   int32 ``[B]``;
 * ``index``   int32 ``[B]``: the record's position in the source (-1 for padding);
 * ``mask``    bool ``[B]``: False for padding and for eval samples that failed to decode;
+* ``hw``      int32 ``[B, 2]`` (test with ``device_crops``): the scaled frames' height and width
+  on their canvas;
 * ``replaced`` int32 ``[B]`` (train): how many bad samples were replaced to produce this one.
 
 Train: the whole source is shuffled per epoch from ``seed`` (Grain's ``shuffle().repeat()``
@@ -33,7 +35,7 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
-from ppsn.data.clips import ClipSpec, load_clip, record_name
+from ppsn.data.clips import ClipSpec, load_canvas_clip, load_clip, record_name
 from ppsn.data.decode import DecodeError
 
 log = logging.getLogger(__name__)
@@ -87,22 +89,30 @@ class EvalLoader:
     def __init__(self, source, spec: ClipSpec, skip_log: str | None = None):
         self.source, self.spec, self.skip_log = source, spec, skip_log
 
+    def _example(self, frames, hw, index, label, mask, failed):
+        example = {"frames": frames, "label": np.int32(label), "index": np.int32(index),
+                   "mask": np.bool_(mask), "failed": np.bool_(failed)}
+        if self.spec.device_crops and self.spec.mode == "test":
+            example["hw"] = hw
+        return example
+
     def _empty(self, index: int, label: int, failed: bool):
-        return {"frames": np.zeros(self.spec.shape, np.uint8), "label": np.int32(label),
-                "index": np.int32(index), "mask": np.bool_(False), "failed": np.bool_(failed)}
+        hw = np.array([self.spec.short_size, self.spec.short_size], np.int32)
+        return self._example(np.zeros(self.spec.shape, np.uint8), hw, index, label, False, failed)
 
     def __call__(self, position: int) -> dict[str, Any]:
         if position >= len(self.source):
             return self._empty(-1, -1, False)
         record = self.source[position]
         try:
-            frames = load_clip(record, self.spec)
+            if self.spec.device_crops and self.spec.mode == "test":
+                frames, hw = load_canvas_clip(record, self.spec)
+            else:
+                frames, hw = load_clip(record, self.spec), None
         except DecodeError as e:
             _note_bad(self.skip_log, record, e, self.spec.mode)
             return self._empty(record["index"], record["label"], True)
-        return {"frames": frames, "label": np.int32(record["label"]),
-                "index": np.int32(record["index"]), "mask": np.bool_(True),
-                "failed": np.bool_(False)}
+        return self._example(frames, hw, record["index"], record["label"], True, False)
 
 
 def train_dataset(source, spec: ClipSpec, batch_size: int, seed: int, *,

@@ -81,6 +81,43 @@ def ten_crop(frames: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate(views, axis=0)
 
 
+def place_on_canvas(frames: np.ndarray, canvas: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frames ``[T, H, W, 3]`` at the top-left of a zero ``[T, canvas, canvas, 3]`` canvas, and
+    ``(H, W)`` as int32. A side longer than ``canvas`` is centre-cropped to it (ultra-wide
+    videos; K400's 16:9 at short side 256 is 455 wide and fits the default 456)."""
+    _check_frames(frames)
+    t, h, w, _ = frames.shape
+    if h > canvas or w > canvas:
+        y, x = max(0, (h - canvas) // 2), max(0, (w - canvas) // 2)
+        frames = frames[:, y:y + canvas, x:x + canvas]
+        t, h, w, _ = frames.shape
+    out = np.zeros((t, canvas, canvas, 3), np.uint8)
+    out[:, :h, :w] = frames
+    return out, np.array([h, w], np.int32)
+
+
+def ten_crop_on_device(frames, hw, size: int):
+    """jax: TenCrop of canvas frames ``[B, T, C, C, 3]`` with real sizes ``hw`` ``[B, 2]`` ->
+    ``[B, 10 * T, size, size, 3]``, the same pixels and order as :func:`ten_crop` (offsets from
+    each video's own height and width)."""
+    import jax
+    import jax.numpy as jnp
+
+    def one(video, video_hw):
+        h, w = video_hw[0], video_hw[1]
+        w_step, h_step = (w - size) // 4, (h - size) // 4
+        offsets = [(0, 0), (4 * w_step, 0), (0, 4 * h_step), (4 * w_step, 4 * h_step),
+                   (2 * w_step, 2 * h_step)]
+        views = []
+        t = video.shape[0]
+        for x, y in offsets:
+            crops = jax.lax.dynamic_slice(video, (0, y, x, 0), (t, size, size, 3))
+            views += [crops, crops[:, :, ::-1]]
+        return jnp.concatenate(views, axis=0)
+
+    return jax.vmap(one)(frames, hw)
+
+
 def flip(frames: np.ndarray) -> np.ndarray:
     """Mirror every frame horizontally."""
     return frames[:, :, ::-1]

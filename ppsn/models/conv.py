@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 
 IMPLS = ("auto", "xla", "im2col")
-# 'auto' uses im2col for k > 1 when the output map has at most this many pixels.
-IM2COL_MAX_PIXELS = 64
+# 'auto' uses im2col for k > 1 when the output map has at most this many pixels (28x28 and
+# smaller; measured on a 2-core AVX-512 CPU: R50 forward at 224, 40 -> 36 ms per image).
+IM2COL_MAX_PIXELS = 1000
 
 
 def _im2col(x, kernel, stride: int, pad: int):

@@ -130,3 +130,25 @@ def test_errors_name_the_problem():
         T.scale(np.zeros((2, 10, 10), np.uint8), 8)
     with pytest.raises(ValueError, match="cannot crop 224x224"):
         T.center_crop(np.zeros((1, 100, 300, 3), np.uint8), 224)
+
+
+def test_ten_crop_on_device_is_bit_identical_to_the_host(fx):
+    canvases, sizes, expected = [], [], []
+    for clip, idx in (("clip0", [8, 24, 40]), ("clip1", [3, 7, 11]), ("clip2", [2, 5, 8])):
+        scaled = T.scale(_frames(fx, clip, idx), 256)  # 340x256, 455x256, 256x313
+        canvas, hw = T.place_on_canvas(scaled, 456)
+        assert canvas.shape == (3, 456, 456, 3) and hw.tolist() == list(scaled.shape[1:3])
+        canvases.append(canvas)
+        sizes.append(hw)
+        expected.append(T.ten_crop(scaled, 224))
+    got = jax.jit(lambda f, h: T.ten_crop_on_device(f, h, 224))(np.stack(canvases), np.stack(sizes))
+    for i in range(3):
+        np.testing.assert_array_equal(np.asarray(got[i]), expected[i])
+    np.testing.assert_array_equal(np.asarray(got[0]), _load(fx, "clip0_test_seg3_tencrop_uint8.npz"))
+
+
+def test_place_on_canvas_crops_ultra_wide_frames():
+    frames = np.arange(2 * 10 * 30 * 3, dtype=np.uint8).reshape(2, 10, 30, 3)
+    canvas, hw = T.place_on_canvas(frames, 20)
+    assert hw.tolist() == [10, 20]
+    np.testing.assert_array_equal(canvas[:, :10, :20], frames[:, :, 5:25])

@@ -58,3 +58,14 @@ def test_rejects_input_without_time_axis(tiny):
     model, variables, x = tiny
     with pytest.raises(ValueError, match=r"\[N, T, H, W, C\]"):
         model.apply(variables, x[:, 0])
+
+
+def test_chunked_logits_equal_the_whole_clip(tiny):
+    from ppsn.models import chunked_logits
+
+    model, variables, _ = tiny
+    x = jax.random.normal(jax.random.key(4), (2, 12, 32, 32, 3))
+    whole = model.apply(variables, x)
+    for chunk in (1, 4, 5, 12, 50):  # 5 does not divide 12: the largest divisor <= 5 is used
+        np.testing.assert_allclose(chunked_logits(model, variables, x, chunk), whole,
+                                   rtol=1e-5, atol=1e-5)
