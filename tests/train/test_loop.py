@@ -58,7 +58,13 @@ def test_kill_and_resume_ends_bit_identical(toy_dir, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {killed / 'checkpoints'} at step" in resumed.stderr
 
+    from ppsn.evaluate import load_weights
+
+    variables, what = load_weights(str(killed))  # a workdir without best/: its latest checkpoint
+    assert what.endswith(os.path.join("checkpoints", str(total), "state"))
     a, b = _final_state(straight, total), _final_state(killed, total)
+    np.testing.assert_array_equal(variables["params"]["fc"]["kernel"],
+                                  np.asarray(b["state"]["params"]["fc"]["kernel"]))
     assert int(a["state"]["step"]) == int(b["state"]["step"]) == total
     leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
     assert len(leaves_a) == len(leaves_b) > 100
