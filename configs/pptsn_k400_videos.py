@@ -6,14 +6,10 @@ Data: ``data/k400/{train,val}.list`` (``path label``), decoded on the fly with P
 Expected: about the frames-format result (PaddleVideo reports 73.x Top-1 with TenCrop).
 """
 
-from ppsn.recipe import pptsn_config
+from ppsn.recipe import pptsn_config, use_video_lists
 
 
 def get_config():
-    config = pptsn_config()
-    config.data.format = "videos"
-    config.data.train_list = "data/k400/train.list"
-    config.data.val_list = "data/k400/val.list"
-    config.data.test_list = "data/k400/val.list"
+    config = use_video_lists(pptsn_config(), "data/k400")
     config.lock()
     return config

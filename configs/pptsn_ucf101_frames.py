@@ -9,19 +9,10 @@ checkpoint converted to ``checkpoints/ppTSN_k400`` (its 400-class head is replac
 Expected: about 90+% Top-1 on split 1 with TenCrop (not published by PaddleVideo for PP-TSN).
 """
 
-from ppsn.recipe import pptsn_config
+from ppsn.recipe import ucf101_config
 
 
 def get_config():
-    config = pptsn_config()
-    config.model.num_classes = 101
-    config.data.data_prefix = "data/ucf101"
-    config.data.train_list = "data/ucf101/train_frames.list"
-    config.data.val_list = "data/ucf101/val_frames.list"
-    config.data.test_list = "data/ucf101/val_frames.list"
-    config.data.tfds_name = "ucf101"
-    config.num_epochs = 50
-    config.optim.warmup_epochs = 5
-    config.init_from = "checkpoints/ppTSN_k400"
+    config = ucf101_config()
     config.lock()
     return config

@@ -22,23 +22,45 @@ VARIABLES_DIR = "variables"
 META_FILE = "ppsn.json"
 
 
+def _is_primary() -> bool:
+    import jax
+
+    return jax.process_index() == 0
+
+
+def _sync(name: str) -> None:
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def save_variables(directory: str | os.PathLike, variables: Mapping[str, Any],
                    meta: Mapping[str, Any], *, force: bool = False) -> str:
-    """Write ``variables`` (a pytree of arrays) and ``meta`` (JSON-able) to ``directory``."""
+    """Write ``variables`` (a pytree of arrays) and ``meta`` (JSON-able) to ``directory``.
+
+    With several JAX processes every process must call it (Orbax coordinates them); process 0
+    does the file-system work."""
     import orbax.checkpoint as ocp
 
     directory = os.path.abspath(os.fspath(directory))
-    if os.path.exists(directory):
-        if not force:
-            raise FileExistsError(f"{directory} already exists (pass force=True / --force to overwrite)")
-        shutil.rmtree(directory)
-    os.makedirs(directory)
+    if os.path.exists(directory) and not force:
+        raise FileExistsError(f"{directory} already exists (pass force=True / --force to overwrite)")
+    if _is_primary():
+        if os.path.exists(directory):
+            shutil.rmtree(directory)
+        os.makedirs(directory)
+    _sync("ppsn:save_variables:start")
     tree = {k: v for k, v in variables.items()}
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(os.path.join(directory, VARIABLES_DIR), tree)
         ckptr.wait_until_finished()
-    with open(os.path.join(directory, META_FILE), "w") as f:
-        json.dump(dict(meta), f, indent=2, sort_keys=True)
+    if _is_primary():
+        with open(os.path.join(directory, META_FILE), "w") as f:
+            json.dump(dict(meta), f, indent=2, sort_keys=True)
+    _sync("ppsn:save_variables:end")
     return directory
 
 
@@ -72,17 +94,17 @@ def save_variables_atomically(directory: str | os.PathLike, variables, meta) -> 
     half-written: the new copy is complete before it replaces the old one."""
     directory = os.path.abspath(os.fspath(directory))
     tmp = directory + ".tmp"
-    if os.path.exists(tmp):
-        shutil.rmtree(tmp)
-    save_variables(tmp, variables, meta)
-    old = directory + ".old"
-    if os.path.exists(directory):
+    save_variables(tmp, variables, meta, force=True)
+    if _is_primary():
+        old = directory + ".old"
+        if os.path.exists(directory):
+            if os.path.exists(old):
+                shutil.rmtree(old)
+            os.rename(directory, old)
+        os.rename(tmp, directory)
         if os.path.exists(old):
             shutil.rmtree(old)
-        os.rename(directory, old)
-    os.rename(tmp, directory)
-    if os.path.exists(old):
-        shutil.rmtree(old)
+    _sync("ppsn:save_variables_atomically:end")
     return directory
 
 

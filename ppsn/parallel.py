@@ -24,8 +24,9 @@ def initialize_distributed() -> None:
     """``jax.distributed.initialize()`` when launched as several processes.
 
     Recognized: an explicit coordinator (``JAX_COORDINATOR_ADDRESS`` + ``JAX_NUM_PROCESSES`` +
-    ``JAX_PROCESS_ID``), and the cluster environments JAX detects itself (Cloud TPU, SLURM,
-    Open MPI). A single plain process does nothing."""
+    ``JAX_PROCESS_ID``), and the cluster environments JAX detects itself (SLURM with several
+    tasks, Open MPI, Cloud TPU; ``PPSN_DISTRIBUTED=1`` forces the auto-detecting call, as
+    ``launch/tpu_vm.sh`` does). A single plain process does nothing."""
     if jax.distributed.is_initialized():
         return
     address = os.environ.get("JAX_COORDINATOR_ADDRESS")
@@ -33,7 +34,7 @@ def initialize_distributed() -> None:
         kwargs = dict(coordinator_address=address,
                       num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
                       process_id=int(os.environ["JAX_PROCESS_ID"]))
-    elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 or any(
+    elif os.environ.get("PPSN_DISTRIBUTED") == "1" or int(os.environ.get("SLURM_NTASKS", "1")) > 1 or any(
             v in os.environ for v in ("OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES",
                                       "MEGASCALE_COORDINATOR_ADDRESS")):
         kwargs = {}  # JAX reads the cluster's environment
@@ -76,5 +77,14 @@ def to_global(local_batch, mesh: Mesh):
 
 
 def to_host(tree):
-    """Fetch a replicated (or fully addressable) tree to numpy on every process."""
-    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+    """Fetch a replicated (or fully addressable) tree to numpy.
+
+    A replicated array is read from this process's own copy, without any collective, so one
+    process alone may call it (e.g. process 0 saving the best model)."""
+
+    def fetch(x):
+        if isinstance(x, jax.Array) and x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(jax.device_get(x))
+
+    return jax.tree.map(fetch, tree)

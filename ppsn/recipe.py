@@ -66,3 +66,27 @@ def pptsn_config() -> ml_collections.ConfigDict:
     # best/ directory); takes precedence over `pretrained`. Resuming from the workdir comes first.
     c.init_from = ""
     return c
+
+
+def ucf101_config() -> ml_collections.ConfigDict:
+    """The recipe fine-tuned on UCF-101 split 1 from the converted K400 PP-TSN model."""
+    c = pptsn_config()
+    c.model.num_classes = 101
+    c.data.data_prefix = "data/ucf101"
+    c.data.train_list = "data/ucf101/train_frames.list"
+    c.data.val_list = "data/ucf101/val_frames.list"
+    c.data.test_list = "data/ucf101/val_frames.list"
+    c.data.tfds_name = "ucf101"
+    c.num_epochs = 50
+    c.optim.warmup_epochs = 5
+    c.init_from = "checkpoints/ppTSN_k400"
+    return c
+
+
+def use_video_lists(c: ml_collections.ConfigDict, prefix: str) -> ml_collections.ConfigDict:
+    """Switch a frames config to PaddleVideo's video lists ``{prefix}/{train,val}.list``."""
+    c.data.format = "videos"
+    c.data.train_list = f"{prefix}/train.list"
+    c.data.val_list = f"{prefix}/val.list"
+    c.data.test_list = f"{prefix}/val.list"
+    return c
