@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from ppsn import checkpoint, parallel
 from ppsn.data import datasets, pipeline
+from ppsn.data.labels import read_label_names
 from ppsn.data.transforms import normalize, ten_crop_on_device
 from ppsn.models import chunked_logits
 from ppsn.train import initialize
@@ -82,15 +83,10 @@ def score_fn(model, mesh, spec, views_per_chunk: int = 0):
     return jax.jit(score, in_shardings=(rep, data), out_shardings=rep)
 
 
-def read_label_list(path: str | None, num_classes: int) -> list[str]:
-    names = [str(i) for i in range(num_classes)]
-    if path and os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                fields = line.strip().split(maxsplit=1)
-                if len(fields) == 2 and fields[0].isdigit() and int(fields[0]) < num_classes:
-                    names[int(fields[0])] = fields[1]
-    return names
+def class_names(path: str | None, num_classes: int) -> list[str]:
+    """Names from a label-list file when given, else the class ids."""
+    names = read_label_names(path) if path else {}
+    return [names.get(i, str(i)) for i in range(num_classes)]
 
 
 def run_test(config, weights: str, output_dir: str) -> dict:
@@ -144,7 +140,7 @@ def run_test(config, weights: str, output_dir: str) -> dict:
         "config": json.loads(config.to_json_best_effort()),
     }
     if show:
-        names = read_label_list(config.data.label_list, num_classes)
+        names = class_names(config.data.label_list, num_classes)
         _write_reports(output_dir, video_ids, labels, pred, scores, failed, names, summary)
     print(f"Top-1: {summary['top1']:.4f}  Top-5: {summary['top5']:.4f}  ({n} videos, "
           f"{summary['failed']} failed to decode; reports in {output_dir})")

@@ -61,18 +61,6 @@ def _inputs(paths):
             yield path
 
 
-def _label_names(path):
-    if not path:
-        return {}
-    names = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            fields = line.strip().split(maxsplit=1)
-            if len(fields) == 2 and fields[0].isdigit():
-                names[int(fields[0])] = fields[1]
-    return names
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ppsn.predict",
                                      description=__doc__.split("\n\n")[0])
@@ -91,7 +79,13 @@ def main(argv=None) -> int:
         print(f"error: {args.model_dir}: not an exported model ({e.strerror}: {e.filename})",
               file=sys.stderr)
         return 2
-    names = _label_names(args.label_list)
+    from ppsn.data.labels import read_label_names
+
+    try:
+        names = read_label_names(args.label_list) if args.label_list else {}
+    except (OSError, ValueError) as e:
+        print(f"error: label list: {e}", file=sys.stderr)
+        return 2
     failures = 0
     for path in _inputs(args.input_file):
         try:

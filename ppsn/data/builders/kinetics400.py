@@ -25,7 +25,8 @@ import csv
 import os
 
 from ppsn.data.builders.base import Entry, Skipped, VideoDatasetBuilder
-from ppsn.data.builders.lists import entries_from_lists, find_label_list, read_label_list
+from ppsn.data.builders.lists import entries_from_lists, find_label_list
+from ppsn.data.labels import read_label_list
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi")
 OFFICIAL = {"train": ("train.csv", ("train", "videos_train")),

@@ -47,22 +47,6 @@ def entries_from_lists(manual_dir: str, config: str, num_classes: int,
     return out
 
 
-def read_label_list(path: str) -> list[str]:
-    """PaddleVideo's ``id name`` label list (``Kinetics-400_label_list.txt``) -> names by id."""
-    names = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            fields = line.split(maxsplit=1)
-            if len(fields) != 2 or not fields[0].isdigit():
-                raise ValueError(f"{path}:{number}: expected 'id name', got {line.strip()!r}")
-            names[int(fields[0])] = fields[1].strip()
-    if sorted(names) != list(range(len(names))):
-        raise ValueError(f"{path}: ids must be 0..{len(names) - 1} without gaps")
-    return [names[i] for i in range(len(names))]
-
-
 def find_label_list(manual_dir: str, *names: str) -> str | None:
     for name in names + ("label_list.txt",):
         path = os.path.join(manual_dir, name)

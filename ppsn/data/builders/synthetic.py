@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from ppsn.data import synthetic
 from ppsn.data.builders.base import VideoDatasetBuilder
-from ppsn.data.builders.lists import entries_from_lists, find_label_list, read_label_list
+from ppsn.data.builders.lists import entries_from_lists, find_label_list
+from ppsn.data.labels import read_label_list
 
 
 class Synthetic(VideoDatasetBuilder, skip_registration=True):

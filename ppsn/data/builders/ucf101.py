@@ -20,7 +20,8 @@ from __future__ import annotations
 import os
 
 from ppsn.data.builders.base import Entry, Skipped, VideoDatasetBuilder
-from ppsn.data.builders.lists import entries_from_lists, find_label_list, read_label_list
+from ppsn.data.builders.lists import entries_from_lists, find_label_list
+from ppsn.data.labels import read_label_list
 
 SPLIT_LISTS = "ucfTrainTestlist"
 
