@@ -3,7 +3,7 @@
     python -m ppsn.benchmark pipeline --mode train|valid|test [--data PATH] [--workers N]
         [--num_clips N] [--num_seg N] [--batch_size B]
     python -m ppsn.benchmark train_step --depth 50 --batch 4 --num_seg 3 --size 224
-        [--amp] [--steps N] [--no_baseline]
+        [--amp] [--steps N] [--no_baseline] [--teacher_depth 101]
     python -m ppsn.benchmark eval --depth 50 --num_seg 25 [--videos N] [--data PATH]
 
 ``train_step`` times the real jitted train step (normalization, mixup, forward, backward,
@@ -11,7 +11,9 @@ optimizer) on all local devices and reports ``images_per_s`` (frames through the
 ``step_ms``, the XLA-counted FLOPs, ``mfu`` where the device's peak is known and the peak
 device memory where the backend reports it. Unless ``--no_baseline``, the same step with XLA's
 plain convolution everywhere (``conv_impl='xla'``, the naive Flax port) is timed in the same
-process and ``speedup_vs_naive`` reported.
+process and ``speedup_vs_naive`` reported. ``--teacher_depth D`` also times the ``kd`` step
+(plus a frozen ResNet-D teacher's forward) and reports ``kd_step_time_ratio`` against the plain
+step of the same run and both optimizer-state sizes (equal: the teacher has none).
 
 ``eval`` runs test mode's path for single videos (batch 1): decoding and scaling on the host,
 TenCrop, normalization and the model (averaging all ``num_seg x 10`` views) on the device, on
@@ -119,7 +121,7 @@ PEAK_FLOPS = {
 }
 
 
-def _time_train_step(args, conv_impl: str) -> dict:
+def _time_train_step(args, conv_impl: str, teacher_depth: int = 0) -> dict:
     import jax
 
     from ppsn import parallel
@@ -130,13 +132,23 @@ def _time_train_step(args, conv_impl: str) -> dict:
     config = pptsn_config()
     dtype = jax.numpy.bfloat16 if args.amp else jax.numpy.float32
     model = TSN(depth=args.depth, num_classes=400, dtype=dtype, conv_impl=conv_impl)
-    variables = jax.jit(model.init)(jax.random.PRNGKey(0),
-                                    jax.numpy.zeros((1, 1, 32, 32, 3), jax.numpy.float32))
+    dummy = jax.numpy.zeros((1, 1, 32, 32, 3), jax.numpy.float32)
+    variables = jax.jit(model.init)(jax.random.PRNGKey(0), dummy)
     tx = optim.make_optimizer(config.optim, variables["params"], 100, 1000)
-    cfg = steps.StepConfig(model, tx, optim.make_schedule(config.optim, 100, 1000), 400)
     mesh = parallel.make_mesh(jax.local_devices())
-    train, _ = steps.jit_steps(cfg, mesh)
-    state = jax.device_put(steps.create_state(variables, tx), parallel.replicated(mesh))
+    rep = parallel.replicated(mesh)
+    extra = ()
+    if teacher_depth:  # kd: a frozen teacher as one more (replicated, not donated) argument
+        teacher = TSN(depth=teacher_depth, num_classes=400, dtype=dtype, conv_impl=conv_impl)
+        extra = (jax.device_put(jax.jit(teacher.init)(jax.random.PRNGKey(1), dummy), rep),)
+        cfg = steps.StepConfig(model, tx, optim.make_schedule(config.optim, 100, 1000), 400,
+                               distill_mode="kd", teacher=teacher, temperature=4.0)
+    else:
+        cfg = steps.StepConfig(model, tx, optim.make_schedule(config.optim, 100, 1000), 400)
+    train = jax.jit(lambda s, b, r, *t: steps.train_step(cfg, s, b, r, *t),
+                    in_shardings=(rep, parallel.batch_sharded(mesh), rep) + (rep,) * len(extra),
+                    out_shardings=(rep, rep), donate_argnums=0)
+    state = jax.device_put(steps.create_state(variables, tx), rep)
     rng = jax.device_put(jax.random.PRNGKey(0), parallel.replicated(mesh))
     global_batch = args.batch * mesh.devices.size
     data = np.random.default_rng(0)
@@ -145,23 +157,24 @@ def _time_train_step(args, conv_impl: str) -> dict:
                                 dtype=np.uint8),
         "label": data.integers(0, 400, global_batch).astype(np.int32)}, mesh)
     start = time.perf_counter()
-    compiled = train.lower(state, batch, rng).compile()
+    compiled = train.lower(state, batch, rng, *extra).compile()
     compile_s = time.perf_counter() - start
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", 0.0)) if cost else 0.0
     for _ in range(args.warmup):
-        state, metrics = compiled(state, batch, rng)
+        state, metrics = compiled(state, batch, rng, *extra)
     jax.block_until_ready(metrics)
     start = time.perf_counter()
     for _ in range(args.steps):
-        state, metrics = compiled(state, batch, rng)
+        state, metrics = compiled(state, batch, rng, *extra)
     jax.block_until_ready(metrics)
     step_s = (time.perf_counter() - start) / args.steps
     images = global_batch * args.num_seg
     out = {"conv_impl": conv_impl, "step_ms": round(step_s * 1e3, 1),
            "images_per_s": round(images / step_s, 2), "compile_s": round(compile_s, 1),
-           "flops_per_step": flops}
+           "flops_per_step": flops,
+           "optimizer_state_bytes": sum(x.nbytes for x in jax.tree.leaves(state.opt_state))}
     device = jax.local_devices()[0]
     peak = PEAK_FLOPS.get(device.device_kind, {}).get("bf16" if args.amp else "fp32")
     if peak and flops:
@@ -180,6 +193,13 @@ def run_train_step(args) -> dict:
            "num_seg": args.num_seg, "size": args.size, "precision": "bf16" if args.amp else "fp32",
            "devices": jax.local_device_count(), "device": jax.local_devices()[0].device_kind,
            **result}
+    if args.teacher_depth:
+        kd = _time_train_step(args, "auto", args.teacher_depth)
+        out["teacher_depth"] = args.teacher_depth
+        out["kd_step_ms"] = kd["step_ms"]
+        out["kd_images_per_s"] = kd["images_per_s"]
+        out["kd_step_time_ratio"] = round(kd["step_ms"] / result["step_ms"], 3)
+        out["kd_optimizer_state_bytes"] = kd["optimizer_state_bytes"]  # == plain training's
     if not args.no_baseline:
         base = _time_train_step(args, "xla")
         out["naive_images_per_s"] = base["images_per_s"]
@@ -247,6 +267,9 @@ def main(argv=None) -> int:
     t.add_argument("--steps", type=int, default=5)
     t.add_argument("--warmup", type=int, default=1)
     t.add_argument("--no_baseline", action="store_true", help="skip the naive-convolution run")
+    t.add_argument("--teacher_depth", type=int, default=0,
+                   help="also time kd distillation from a frozen teacher of this depth (the "
+                   "overhead is reported as kd_step_time_ratio)")
     e = sub.add_parser("eval", help="TenCrop test time per video (host + device)")
     e.add_argument("--depth", type=int, default=50)
     e.add_argument("--num_seg", type=int, default=25)

@@ -33,7 +33,7 @@ from ppsn.data import datasets, pipeline
 from ppsn.data.labels import read_label_names
 from ppsn.data.transforms import normalize, ten_crop_on_device
 from ppsn.models import chunked_logits
-from ppsn.train import initialize
+from ppsn.train import distill, initialize
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def load_weights(path: str) -> tuple[dict, str]:
             with ocp.StandardCheckpointer() as ckptr:
                 restored = ckptr.restore(state_dir)
             state = restored["state"]
-            variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+            variables = distill.student_variables(state["params"], state["batch_stats"])
             return jax.tree.map(np.asarray, variables), state_dir
     raise FileNotFoundError(f"{path}: not a ppsn checkpoint (no {checkpoint.META_FILE}, best/ "
                             "or checkpoints/)")

@@ -49,6 +49,11 @@ def pptsn_config() -> ml_collections.ConfigDict:
         warmup_epochs=10, warmup_start_lr=0.005,
     ))
     c.loss = ml_collections.ConfigDict(dict(label_smoothing=0.1, mixup_alpha=0.2))
+    # Knowledge distillation (ppsn.train.distill). mode '': off; 'kd': a frozen teacher
+    # (teacher_checkpoint required); 'dml': student and teacher learn from each other (the
+    # teacher starts from teacher_checkpoint if set, else from scratch).
+    c.distill = ml_collections.ConfigDict(dict(
+        mode="", teacher_depth=101, teacher_checkpoint="", temperature=4.0, weight=1.0))
     c.amp = False                 # True: bf16 compute, float32 params and optimizer state
     c.seed = 0
     c.log_interval = 20           # steps
@@ -90,3 +95,36 @@ def use_video_lists(c: ml_collections.ConfigDict, prefix: str) -> ml_collections
     c.data.val_list = f"{prefix}/val.list"
     c.data.test_list = f"{prefix}/val.list"
     return c
+
+
+def toy_config() -> ml_collections.ConfigDict:
+    """The toy recipe (``configs/pptsn_toy.py``): R18-vd from scratch on the embedded toy data."""
+    config = pptsn_config()
+    config.model.depth = 18
+    config.model.num_classes = 10
+    config.data.data_prefix = "data/toy"
+    config.data.train_list = "data/toy/train_frames.list"
+    config.data.val_list = "data/toy/val_frames.list"
+    config.data.test_list = "data/toy/test_frames.list"
+    config.data.label_list = "data/toy/label_list.txt"
+    config.data.tfds_name = "synthetic"
+    config.data.short_size = 64
+    config.data.target_size = 56
+    config.data.test_num_seg = 5
+    config.data.num_workers = 0
+    config.data.generate_toy = True
+    config.batch_size = 32
+    config.valid_batch_size = 40
+    config.test_batch_size = 8
+    config.num_epochs = 40
+    config.optim.base_lr = 0.02
+    config.optim.warmup_epochs = 1
+    config.optim.warmup_start_lr = 0.002
+    # The x5 / x10 fc learning rates are for fine-tuning on a pretrained backbone; from
+    # scratch they make the first epochs unstable.
+    config.optim.fc_weight_lr_mult = 1.0
+    config.optim.fc_bias_lr_mult = 1.0
+    config.log_interval = 10
+    config.checkpoint_every_steps = 50
+    config.pretrained = ""
+    return config

@@ -32,6 +32,15 @@ def test_train_step_benchmark_reports_throughput_and_the_naive_baseline():
     assert out["flops_per_step"] > 0
 
 
+def test_train_step_benchmark_reports_the_kd_overhead():
+    out = _run("train_step", "--depth", "18", "--batch", "2", "--num_seg", "2", "--size", "32",
+               "--steps", "2", "--teacher_depth", "34", "--no_baseline")
+    assert out["teacher_depth"] == 34 and out["kd_step_ms"] > 0
+    assert out["kd_step_time_ratio"] == pytest.approx(out["kd_step_ms"] / out["step_ms"], rel=0.01)
+    # The frozen teacher adds no optimizer state.
+    assert out["kd_optimizer_state_bytes"] == out["optimizer_state_bytes"] > 0
+
+
 def test_eval_benchmark_reports_seconds_per_video():
     out = _run("eval", "--depth", "18", "--num_seg", "2", "--videos", "1")
     assert out["views"] == 20 and out["s_per_video"] > 0

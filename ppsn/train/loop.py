@@ -21,7 +21,7 @@ import numpy as np
 
 from ppsn import checkpoint, parallel
 from ppsn.data import datasets, pipeline
-from ppsn.train import initialize, optim, steps
+from ppsn.train import distill, initialize, optim, steps
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,11 @@ class _Meter:
 
 
 def _log_line(epoch, num_epochs, step, m, batch_cost, reader_cost, ips, eta):
+    distilled = "kd" in m or "dml" in m  # then the loss's parts are logged too
+    parts = "".join(f"{k}: {m[k]:.5f} " for k in ("ce", "kd", "dml", "ce_teacher")
+                    if distilled and k in m)
     return (f"epoch:[{epoch:3d}/{num_epochs:<3d}] train step:{step:<6d} loss: {m['loss']:.5f} "
-            f"top1: {m['top1']:.5f} top5: {m['top5']:.5f} lr: {m['lr']:.6f} "
+            f"{parts}top1: {m['top1']:.5f} top5: {m['top5']:.5f} lr: {m['lr']:.6f} "
             f"batch_cost: {batch_cost:.5f} sec, reader_cost: {reader_cost:.5f} sec, "
             f"ips: {ips:.2f} instance/sec. ETA: {eta}")
 
@@ -132,14 +135,32 @@ def train_and_evaluate(config, workdir: str) -> dict:
         total_steps = min(total_steps, config.max_steps)
 
     model = initialize.build_model(config)
+    mode = distill.check_config(config.distill)
+    teacher = distill.teacher_model(config, model.dtype) if mode else None
+    teacher_variables = (distill.load_teacher_variables(config, teacher) if mode == "kd"
+                         else None)
+
+    def scratch_state_variables(seed):
+        variables = initialize.scratch_variables(model, seed)
+        if mode != "dml":
+            return variables
+        other = initialize.scratch_variables(teacher, seed + 1)
+        return {k: distill.pair(variables[k], other[k]) for k in ("params", "batch_stats")}
+
     schedule = optim.make_schedule(config.optim, config.num_epochs, steps_per_epoch)
-    abstract_vars = jax.eval_shape(lambda: initialize.scratch_variables(model, 0))
+    abstract_vars = jax.eval_shape(lambda: scratch_state_variables(0))
     tx = optim.make_optimizer(config.optim, abstract_vars["params"], config.num_epochs,
                               steps_per_epoch)
     step_cfg = steps.StepConfig(model=model, tx=tx, schedule=schedule, num_classes=num_classes,
                                 label_smoothing=config.loss.label_smoothing,
-                                mixup_alpha=config.loss.mixup_alpha)
-    train_fn, eval_fn = steps.jit_steps(step_cfg, mesh)
+                                mixup_alpha=config.loss.mixup_alpha, distill_mode=mode,
+                                teacher=teacher, temperature=config.distill.temperature,
+                                distill_weight=config.distill.weight)
+    train_fn, eval_fn = steps.jit_steps(step_cfg, mesh, teacher_variables)
+    if mode:
+        log.info("distillation %s: teacher ResNet%d-vd%s, T=%g, w=%g", mode, teacher.depth,
+                 f" from {config.distill.teacher_checkpoint}" if config.distill.teacher_checkpoint
+                 else " from scratch", config.distill.temperature, config.distill.weight)
 
     skip_log = os.path.join(workdir, f"bad_samples.process{jax.process_index()}.jsonl")
     train_ds = pipeline.train_dataset(train_source, train_spec, local_batch, config.seed,
@@ -151,13 +172,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
     rep = parallel.replicated(mesh)
     if ckpt.latest_step() is not None:
         abstract_state = jax.eval_shape(lambda: steps.create_state(
-            initialize.scratch_variables(model, 0), tx))
+            scratch_state_variables(0), tx))
         abstract_state = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), abstract_state)
         state, rng, start = ckpt.restore(abstract_state, jax.ShapeDtypeStruct(rng.shape, rng.dtype, sharding=rep), data_iter)
         log.info("resumed from %s at step %d", ckpt.directory, start)
     else:
         variables = initialize.initial_variables(config, model)
+        if mode == "dml":  # the second model: from its checkpoint if given, else from scratch
+            other = (distill.load_teacher_variables(config, teacher)
+                     if config.distill.teacher_checkpoint
+                     else jax.tree.map(np.asarray, initialize.scratch_variables(teacher, config.seed + 1)))
+            variables = {k: distill.pair(variables[k], other[k]) for k in ("params", "batch_stats")}
         state = steps.create_state(variables, tx)
         start = 0
     state = jax.device_put(state, rep)
@@ -212,10 +238,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     best_top1 = last_val["top1"]
                     checkpoint.save_variables_atomically(  # every process takes part
                         os.path.join(workdir, BEST_DIR),
-                        parallel.to_host({"params": state.params,
-                                          "batch_stats": state.batch_stats}),
+                        parallel.to_host(distill.student_variables(state.params,
+                                                                   state.batch_stats)),
                         {"depth": config.model.depth, "num_classes": num_classes,
-                         "top1": best_top1, "epoch": epoch, "step": done, "layout": "ppsn"})
+                         "top1": best_top1, "epoch": epoch, "step": done, "layout": "ppsn",
+                         **({"distill": mode} if mode else {})})
                     log.info(f"Already save the best model (top1 acc){best_top1:.4f}")
             if done % config.checkpoint_every_steps == 0 or done == total_steps:
                 if meter.values:  # never checkpoint a state whose losses were not checked

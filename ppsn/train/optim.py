@@ -59,11 +59,12 @@ def weight_decay_mask(params):
 
 
 def lr_multipliers(params, fc_weight: float, fc_bias: float):
-    """Per-parameter LR multipliers: fc kernel ``fc_weight``, fc bias ``fc_bias``, others 1."""
+    """Per-parameter LR multipliers: fc kernel ``fc_weight``, fc bias ``fc_bias``, others 1
+    (also for a DML pair ``{'student': ..., 'teacher': ...}``: each model's ``fc``)."""
 
     def mult(path, _):
         names = _path_names(path)
-        if names[0] == "fc":
+        if len(names) >= 2 and names[-2] == "fc":
             return fc_weight if names[-1] == "kernel" else fc_bias
         return 1.0
 

@@ -1,0 +1,167 @@
+"""The eval graph of a TSN as an ONNX model, built directly from its variables.
+
+The graph is written with ``onnx.helper`` (no tracing): each conv-BN unit becomes one ``Conv``
+with the BatchNorm folded in (``W * g / sqrt(v + eps)``, ``b - m * g / sqrt(v + eps)``), ReLU,
+the stem's max pool, the ResNet-vd "D" shortcut pool (2x2, ceil mode, exclusive of padding: an
+``AveragePool`` times a constant map of 4 / window size, exactly the Flax model's arithmetic), the
+spatial mean, the mean over the views of a clip, the fc layer and the softmax.
+
+Inputs (``n`` symbolic):
+
+* ``input_kind='uint8'``: ``frames`` uint8 ``[n, views, H, W, 3]`` (what ``ppsn.predict`` feeds:
+  TenCrop views of the scaled frames), normalized in the graph with ImageNet mean/std;
+* ``input_kind='normalized'``: ``frames`` float32 ``[n, views, H, W, 3]``, already normalized.
+
+Outputs: ``logits`` float32 ``[n, classes]`` and ``scores`` (their softmax).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ppsn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ppsn.models.resnet_vd import BN_EPSILON, STAGE_BLOCKS, check_depth, uses_bottleneck
+
+OPSET = 17
+INPUT_KINDS = ("uint8", "normalized")
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError("ONNX export needs the 'onnx' package: pip install -e '.[serve]'") from None
+    return onnx
+
+
+class _Graph:
+    """Accumulates nodes and initializers with unique names."""
+
+    def __init__(self, onnx):
+        self.onnx, self.helper = onnx, onnx.helper
+        self.nodes, self.initializers, self._count = [], [], 0
+
+    def name(self, prefix):
+        self._count += 1
+        return f"{prefix}_{self._count}"
+
+    def const(self, prefix, array):
+        name = self.name(prefix)
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def op(self, op_type, inputs, prefix=None, **attrs):
+        out = self.name(prefix or op_type.lower())
+        self.nodes.append(self.helper.make_node(op_type, list(inputs), [out], name=out, **attrs))
+        return out
+
+
+def _conv_bn(g, x, params, stats, relu, stride=1):
+    kernel = np.asarray(params["conv"]["kernel"], np.float64)  # [k, k, in, out]
+    k = kernel.shape[0]
+    scale = (np.asarray(params["bn"]["scale"], np.float64)
+             / np.sqrt(np.asarray(stats["bn"]["var"], np.float64) + BN_EPSILON))
+    bias = np.asarray(params["bn"]["bias"], np.float64) - np.asarray(stats["bn"]["mean"]) * scale
+    weight = (kernel * scale).transpose(3, 2, 0, 1).astype(np.float32)  # [out, in, k, k]
+    pad = (k - 1) // 2
+    y = g.op("Conv", [x, g.const("w", weight), g.const("b", bias.astype(np.float32))],
+             kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4)
+    return g.op("Relu", [y]) if relu else y
+
+
+def _avg_pool_2x2_ceil_exclusive(g, x, h, w):
+    """Returns the pooled tensor and its spatial size (see ``avg_pool_2x2_ceil_exclusive``)."""
+    ph, pw = h % 2, w % 2
+    y = g.op("AveragePool", [x], kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, ph, pw],
+             count_include_pad=1)  # = window sum / 4, padded values being 0
+    oh, ow = (h + ph) // 2, (w + pw) // 2
+    if ph or pw:
+        rows, cols = np.full(oh, 2.0), np.full(ow, 2.0)
+        if ph:
+            rows[-1] = 1.0
+        if pw:
+            cols[-1] = 1.0
+        correction = (4.0 / (rows[:, None] * cols[None, :])).astype(np.float32)[None, None]
+        y = g.op("Mul", [y, g.const("count", correction)])
+    return y, oh, ow
+
+
+def _conv_out(size, stride):
+    return (size - 1) // stride + 1  # k = 3, pad 1 or k = 1, pad 0
+
+
+def build(variables, depth: int, views: int, height: int, width: int,
+          input_kind: str = "uint8", mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """The ONNX ``ModelProto`` of the eval graph of a TSN with these ``variables``."""
+    onnx = _onnx()
+    check_depth(depth)
+    if input_kind not in INPUT_KINDS:
+        raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {input_kind!r}")
+    params, stats = variables["params"]["backbone"], variables["batch_stats"]["backbone"]
+    head = variables["params"]["fc"]
+    g = _Graph(onnx)
+    elem = onnx.TensorProto.UINT8 if input_kind == "uint8" else onnx.TensorProto.FLOAT
+    frames = onnx.helper.make_tensor_value_info("frames", elem, ["n", views, height, width, 3])
+
+    x = g.op("Reshape", ["frames", g.const("shape", np.array([-1, height, width, 3], np.int64))])
+    x = g.op("Transpose", [x], perm=[0, 3, 1, 2])  # NHWC -> NCHW
+    if input_kind == "uint8":
+        x = g.op("Cast", [x], to=onnx.TensorProto.FLOAT)
+        inv = (1.0 / (255.0 * np.asarray(std, np.float64))).astype(np.float32).reshape(1, 3, 1, 1)
+        shift = (-np.asarray(mean, np.float64) / np.asarray(std, np.float64)).astype(np.float32)
+        x = g.op("Add", [g.op("Mul", [x, g.const("inv_std", inv)]),
+                         g.const("shift", shift.reshape(1, 3, 1, 1))])
+
+    h, w = height, width
+    x = _conv_bn(g, x, params["conv1_1"], stats["conv1_1"], True, stride=2)
+    h, w = _conv_out(h, 2), _conv_out(w, 2)
+    x = _conv_bn(g, x, params["conv1_2"], stats["conv1_2"], True)
+    x = _conv_bn(g, x, params["conv1_3"], stats["conv1_3"], True)
+    x = g.op("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    h, w = _conv_out(h, 2), _conv_out(w, 2)
+
+    bottleneck = uses_bottleneck(depth)
+    for stage, num_blocks in enumerate(STAGE_BLOCKS[depth]):
+        for i in range(num_blocks):
+            name = f"bb_{stage}_{i}"
+            p, s = params[name], stats[name]
+            stride = 2 if (i == 0 and stage > 0) else 1
+            if bottleneck:
+                y = _conv_bn(g, x, p["conv0"], s["conv0"], True)
+                y = _conv_bn(g, y, p["conv1"], s["conv1"], True, stride=stride)
+                y = _conv_bn(g, y, p["conv2"], s["conv2"], False)
+            else:
+                y = _conv_bn(g, x, p["conv0"], s["conv0"], True, stride=stride)
+                y = _conv_bn(g, y, p["conv1"], s["conv1"], False)
+            short = x
+            if i == 0:
+                if stage > 0:
+                    short, _, _ = _avg_pool_2x2_ceil_exclusive(g, short, h, w)
+                short = _conv_bn(g, short, p["short"], s["short"], False)
+            h, w = _conv_out(h, stride), _conv_out(w, stride)
+            x = g.op("Relu", [g.op("Add", [short, y])])
+
+    pooled = g.op("ReduceMean", [x], axes=[2, 3], keepdims=0)  # [n * views, C]
+    channels = np.asarray(head["kernel"]).shape[0]
+    pooled = g.op("Reshape", [pooled, g.const("shape", np.array([-1, views, channels], np.int64))])
+    pooled = g.op("ReduceMean", [pooled], axes=[1], keepdims=0)  # [n, C]
+    kernel = np.asarray(head["kernel"], np.float32)
+    logits = g.op("Gemm", [pooled, g.const("fc_w", kernel),
+                           g.const("fc_b", np.asarray(head["bias"], np.float32))])
+    g.nodes.append(onnx.helper.make_node("Identity", [logits], ["logits"], name="logits"))
+    g.nodes.append(onnx.helper.make_node("Softmax", ["logits"], ["scores"], axis=-1, name="scores"))
+    classes = kernel.shape[1]
+    outputs = [onnx.helper.make_tensor_value_info(k, onnx.TensorProto.FLOAT, ["n", classes])
+               for k in ("logits", "scores")]
+    graph = onnx.helper.make_graph(g.nodes, f"ppsn_tsn_r{depth}", [frames], outputs,
+                                   initializer=g.initializers)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)],
+                                   producer_name="ppsn")
+    model.ir_version = min(model.ir_version, 8)  # readable by older runtimes too
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def save(model, path: str) -> None:
+    """Writes ``model``; weights over 2 GB (ResNet-200 TSNs fit below) would need external data."""
+    _onnx().save_model(model, path)

@@ -1,0 +1,183 @@
+"""Distillation: the losses, a frozen kd teacher inside the jitted step, DML, and real toy runs."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ppsn import checkpoint, parallel
+from ppsn.evaluate import load_weights
+from ppsn.recipe import pptsn_config
+from ppsn.train import distill, initialize, optim, steps
+from tests.conftest import REPO_ROOT
+from tests.train.test_loop import _tiny_flags
+
+
+def test_kd_loss_is_hintons_kl_and_reaches_only_the_student():
+    rng = np.random.default_rng(0)
+    s, t = rng.normal(size=(3, 7)).astype(np.float32), rng.normal(size=(3, 7)).astype(np.float32)
+    temp = 3.0
+
+    def softmax(x):
+        e = np.exp(x - x.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    p_t, p_s = softmax(t / temp), softmax(s / temp)
+    expected = temp ** 2 * np.sum(p_t * (np.log(p_t) - np.log(p_s)), axis=-1)
+    np.testing.assert_allclose(distill.kd_loss(s, t, temp), expected, rtol=1e-5)
+    g_t = jax.grad(lambda t_: distill.kd_loss(s, t_, temp).sum())(t)
+    assert not np.any(np.asarray(g_t))  # the teacher gets no gradient
+    assert float(distill.kd_loss(t, t, temp).max()) == pytest.approx(0.0, abs=1e-6)
+    sym = distill.dml_loss(s, t, temp)
+    np.testing.assert_allclose(sym, distill.dml_loss(t, s, temp), rtol=1e-6)
+    g_a, g_b = jax.grad(lambda a, b: distill.dml_loss(a, b, temp).sum(), argnums=(0, 1))(s, t)
+    assert np.any(np.asarray(g_a)) and np.any(np.asarray(g_b))  # DML: both learn
+
+
+def test_bad_distill_config_is_refused(tmp_path):
+    config = pptsn_config()
+    config.distill.mode = "hinton"
+    with pytest.raises(ValueError, match="kd"):
+        distill.check_config(config.distill)
+    config.distill.mode = "kd"
+    with pytest.raises(ValueError, match="teacher_checkpoint"):
+        distill.check_config(config.distill)
+    config.model.num_classes, config.distill.teacher_depth = 10, 18
+    config.distill.teacher_checkpoint = str(tmp_path / "missing")
+    teacher = distill.teacher_model(config, jnp.float32)
+    with pytest.raises(FileNotFoundError, match="convert"):
+        distill.load_teacher_variables(config, teacher)
+    other = initialize.scratch_variables(distill.teacher_model(config, jnp.float32).clone(
+        num_classes=5), 0)
+    checkpoint.save_variables(tmp_path / "five", other, {"depth": 18, "num_classes": 5})
+    config.distill.teacher_checkpoint = str(tmp_path / "five")
+    with pytest.raises(ValueError, match="5 classes"):
+        distill.load_teacher_variables(config, teacher)
+    config.distill.teacher_depth = 34
+    with pytest.raises(ValueError, match="ResNet18-vd"):
+        distill.load_teacher_variables(config, distill.teacher_model(config, jnp.float32))
+
+
+def _kd_setup(mode):
+    config = pptsn_config()
+    config.model.depth, config.model.num_classes = 18, 10
+    config.distill.teacher_depth = 34
+    model = initialize.build_model(config)
+    teacher = distill.teacher_model(config, jnp.float32)
+    variables = jax.tree.map(np.asarray, initialize.scratch_variables(model, 0))
+    t_vars = jax.tree.map(np.asarray, initialize.scratch_variables(teacher, 1))
+    if mode == "dml":
+        variables = {k: distill.pair(variables[k], t_vars[k]) for k in variables}
+    tx = optim.make_optimizer(config.optim, variables["params"], 10, 10)
+    cfg = steps.StepConfig(model, tx, optim.make_schedule(config.optim, 10, 10), 10,
+                           distill_mode=mode, teacher=teacher, temperature=4.0,
+                           distill_weight=1.0)
+    mesh = parallel.make_mesh()
+    train, evaluate = steps.jit_steps(cfg, mesh, t_vars if mode == "kd" else None)
+    state = jax.device_put(steps.create_state(variables, tx), parallel.replicated(mesh))
+    data = np.random.default_rng(0)
+    batch = {"frames": data.integers(0, 256, (4, 2, 32, 32, 3), dtype=np.uint8),
+             "label": np.array([1, 2, 3, 4], np.int32), "mask": np.array([1, 1, 1, 0], bool)}
+    return train, evaluate, state, batch, mesh, t_vars, variables
+
+
+def test_kd_step_keeps_the_teacher_frozen_and_out_of_the_optimizer():
+    train, evaluate, state, batch, mesh, t_vars, _ = _kd_setup("kd")
+    plain = optim.make_optimizer(pptsn_config().optim, state.params, 10, 10)
+    # Same optimizer-state structure as plain training: nothing of the teacher in it.
+    assert (jax.tree.structure(state.opt_state)
+            == jax.tree.structure(plain.init(state.params)))
+    b = parallel.to_global({k: batch[k] for k in ("frames", "label")}, mesh)
+    for _ in range(3):
+        state, metrics = train(state, b, jax.random.PRNGKey(0))
+    m = parallel.to_host(metrics)
+    assert m["loss"] == pytest.approx(m["ce"] + m["kd"], rel=1e-5)
+    assert m["kd"] > 0
+    after = jax.device_get(train.teacher_variables)
+    for a, b_ in zip(jax.tree.leaves(t_vars), jax.tree.leaves(after)):
+        assert a.tobytes() == np.asarray(b_).tobytes()  # bit for bit
+    sums = parallel.to_host(evaluate(state, parallel.to_global(batch, mesh)))
+    assert float(sums["count"]) == 3.0
+
+
+def test_dml_step_trains_both_models():
+    train, evaluate, state, batch, mesh, _, before = _kd_setup("dml")
+    b = parallel.to_global({k: batch[k] for k in ("frames", "label")}, mesh)
+    state, metrics = train(state, b, jax.random.PRNGKey(0))
+    m = parallel.to_host(metrics)
+    assert m["loss"] == pytest.approx(m["ce"] + m["ce_teacher"] + m["dml"], rel=1e-5)
+    params = jax.device_get(state.params)
+    for who in (distill.STUDENT, distill.TEACHER):
+        moved = [not np.array_equal(a, b_) for a, b_ in zip(
+            jax.tree.leaves(before["params"][who]), jax.tree.leaves(params[who]))]
+        assert all(moved), who
+    sums = parallel.to_host(evaluate(state, parallel.to_global(batch, mesh)))
+    assert float(sums["count"]) == 3.0
+
+
+def _tree_digest(directory):
+    h = hashlib.sha256()
+    for root, _, files in sorted(os.walk(directory)):
+        for name in sorted(files):
+            with open(os.path.join(root, name), "rb") as f:
+                h.update(name.encode() + f.read())
+    return h.hexdigest()
+
+
+def _run(cmd, timeout=900):
+    out = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return out.stderr
+
+
+def test_toy_student_distilled_from_a_better_teacher(full_toy_dir, tmp_path, record_property):
+    """A student distilled for a few epochs does at least as well as the same student alone
+    (same seed, same steps); the teacher checkpoint and its in-step copy stay bit-identical."""
+    common = dict(batch_size=32, valid_batch_size=40, **{"data.short_size": 64,
+                                                         "data.target_size": 56})
+    teacher_dir = tmp_path / "teacher"
+    _run(_tiny_flags(full_toy_dir, teacher_dir, num_epochs=16, **common))
+    with open(teacher_dir / "best" / checkpoint.META_FILE) as f:
+        teacher_top1 = json.load(f)["top1"]
+    digest = _tree_digest(teacher_dir / "best")
+
+    results = {}
+    for name, extra in (("alone", {}), ("kd", {"distill.mode": "kd", "distill.teacher_depth": 18,
+                                               "distill.teacher_checkpoint": teacher_dir / "best"})):
+        workdir = tmp_path / name
+        log = _run(_tiny_flags(full_toy_dir, workdir, num_epochs=4, **common, **extra))
+        with open(workdir / "best" / checkpoint.META_FILE) as f:
+            results[name] = json.load(f)["top1"]
+        if name == "kd":
+            assert " ce: " in log and " kd: " in log and "distillation kd" in log
+    record_property("toy_top1", {"teacher": teacher_top1, **results})
+    print(f"toy top1: teacher {teacher_top1:.3f}, student alone {results['alone']:.3f}, "
+          f"student kd {results['kd']:.3f}")
+    assert teacher_top1 > results["alone"], "the teacher should be the better model"
+    assert results["kd"] >= results["alone"], results
+    assert _tree_digest(teacher_dir / "best") == digest  # the teacher on disk is untouched
+
+
+def test_dml_run_checkpoints_both_and_serves_the_student(toy_dir, tmp_path):
+    workdir = tmp_path / "dml"
+    _run(_tiny_flags(toy_dir, workdir, num_epochs=1, **{"distill.mode": "dml",
+                                                        "distill.teacher_depth": 18}))
+    from tests.train.test_loop import _final_state
+
+    steps_done = sorted(int(p) for p in os.listdir(workdir / "checkpoints") if p.isdigit())
+    state = _final_state(workdir, steps_done[-1])["state"]
+    assert set(state["params"]) == {distill.STUDENT, distill.TEACHER}
+    only_checkpoints = tmp_path / "only_checkpoints"
+    only_checkpoints.mkdir()
+    (only_checkpoints / "checkpoints").symlink_to(workdir / "checkpoints")
+    variables, what = load_weights(str(only_checkpoints))
+    assert what.endswith("state")
+    assert "fc" in variables["params"] and "student" not in variables["params"]
+    best, _ = checkpoint.load_variables(workdir / "best")
+    assert set(best["params"]) == set(variables["params"])  # the best model is the student
