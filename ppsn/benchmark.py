@@ -5,6 +5,8 @@
     python -m ppsn.benchmark train_step --depth 50 --batch 4 --num_seg 3 --size 224
         [--amp] [--steps N] [--no_baseline] [--teacher_depth 101]
     python -m ppsn.benchmark eval --depth 50 --num_seg 25 [--videos N] [--data PATH]
+    python -m ppsn.benchmark predict --backend openvino --precision bf16 [--depth 50]
+        [--num_seg 25] [--videos N] [--baseline xla|onnxruntime|openvino:fp32|none]
 
 ``train_step`` times the real jitted train step (normalization, mixup, forward, backward,
 optimizer) on all local devices and reports ``images_per_s`` (frames through the backbone),
@@ -19,6 +21,12 @@ step of the same run and both optimizer-state sizes (equal: the teacher has none
 TenCrop, normalization and the model (averaging all ``num_seg x 10`` views) on the device, on
 a generated 300-frame 340x256 frames folder (or ``--data``). Reports ``s_per_video`` (host +
 device, after one warm-up video) and its host / device parts.
+
+``predict`` times ``ppsn.predict``'s path for one video file (PyAV decoding of the sampled
+frames, scaling, TenCrop on the host, then the exported model through ``--backend`` at
+``--precision``) with random R50-vd weights exported with ``--onnx``, on a generated 300-frame
+340x256 mp4 (or ``--data``), after one warm-up video. Reports ``s_per_video`` and its host / model
+parts, and the same for ``--baseline`` (default: the XLA backend) with ``speedup_vs_baseline``.
 
 ``pipeline`` runs the host side of the real input pipeline (sampling, decoding of the sampled
 frames, transforms, Grain batching, worker processes) on one frames folder (``img_{:05}.jpg``) or
@@ -246,6 +254,57 @@ def run_eval(args) -> dict:
             "ms_per_view": round(device / n / spec.views * 1e3, 2)}
 
 
+def _time_predict(model_dir, video, backend, precision, videos, threads) -> dict:
+    from ppsn.predict import Predictor
+
+    predictor = Predictor(model_dir, backend, precision, threads)
+    host = model = 0.0
+    for i in range(videos + 1):
+        t0 = time.perf_counter()
+        clip = predictor.clip(video)
+        t1 = time.perf_counter()
+        scores = predictor.scores(clip[None])
+        t2 = time.perf_counter()
+        if i > 0:  # the first video warms the runtime up
+            host += t1 - t0
+            model += t2 - t1
+    assert np.all(np.isfinite(scores))
+    return {"backend": backend, "precision": precision, "host_s_per_video": round(host / videos, 3),
+            "model_s_per_video": round(model / videos, 3),
+            "s_per_video": round((host + model) / videos, 3),
+            "ms_per_view": round(model / videos / clip.shape[0] * 1e3, 2)}
+
+
+def run_predict(args) -> dict:
+    import jax
+
+    from ppsn.export import export_model
+    from ppsn.recipe import pptsn_config
+    from ppsn.train import initialize
+
+    config = pptsn_config()
+    config.model.depth = args.depth
+    config.data.test_num_seg = args.num_seg
+    model = initialize.build_model(config)
+    variables = jax.tree.map(np.asarray, initialize.scratch_variables(model, 0))
+    with tempfile.TemporaryDirectory() as tmp:
+        video = args.data or _benchmark_video(tmp, "videos")
+        model_dir = os.path.join(tmp, "inference")
+        export_model(config, variables, model_dir, platforms=("cpu",), onnx=True)
+        out = {"benchmark": "predict", "depth": args.depth, "num_seg": args.num_seg,
+               "views": args.num_seg * 10, "videos": args.videos,
+               **_time_predict(model_dir, video, args.backend, args.precision, args.videos,
+                               args.threads)}
+        if args.baseline != "none":
+            backend, _, precision = args.baseline.partition(":")
+            base = _time_predict(model_dir, video, backend, precision or "fp32", args.videos,
+                                 args.threads)
+            out["baseline"] = f"{base['backend']}:{base['precision']}"
+            out["baseline_s_per_video"] = base["s_per_video"]
+            out["speedup_vs_baseline"] = round(base["s_per_video"] / out["s_per_video"], 2)
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ppsn.benchmark", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -276,8 +335,21 @@ def main(argv=None) -> int:
     e.add_argument("--videos", type=int, default=2)
     e.add_argument("--data", default=None, help="a frames folder or a video file")
     e.add_argument("--views_per_chunk", type=int, default=10, help="0: all views at once")
+    r = sub.add_parser("predict", help="ppsn.predict time per video file (decode + TenCrop + "
+                       "model) through a serving backend")
+    r.add_argument("--backend", choices=("xla", "onnxruntime", "openvino"), default="openvino")
+    r.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    r.add_argument("--depth", type=int, default=50)
+    r.add_argument("--num_seg", type=int, default=25)
+    r.add_argument("--videos", type=int, default=2)
+    r.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
+    r.add_argument("--data", default=None, help="a video file (default: a generated one)")
+    r.add_argument("--baseline", default="xla",
+                   help="backend[:precision] timed in the same run for speedup_vs_baseline, "
+                   "or 'none'")
     args = parser.parse_args(argv)
-    runners = {"pipeline": run_pipeline, "train_step": run_train_step, "eval": run_eval}
+    runners = {"pipeline": run_pipeline, "train_step": run_train_step, "eval": run_eval,
+               "predict": run_predict}
     result = runners[args.command](args)
     print(json.dumps(result))
     return 0

@@ -1,6 +1,6 @@
 """Export a trained model as a self-contained ``jax.export`` artifact for ``ppsn.predict``.
 
-    python -m ppsn.export --config=configs/pptsn_k400_frames.py --weights=DIR --output=inference/ppTSN
+    python -m ppsn.export --config=configs/pptsn_k400_frames.py --weights=DIR --output=inference/ppTSN [--onnx]
 
 Writes into ``--output``:
 
@@ -9,6 +9,9 @@ Writes into ``--output``:
   is symbolic) and ``scores`` the softmax over classes, normalization and the averaging over
   views included; lowered for CPU and CUDA;
 * ``weights.npz``: the model variables, in the order ``model.jax`` takes them;
+* ``model.onnx`` (with ``--onnx``): the same eval graph as an ONNX model (uint8 frames in,
+  ``logits`` and ``scores`` out, symbolic batch), built from the variables by
+  :mod:`ppsn.serve.onnx_graph`, for ``ppsn.predict --backend=onnxruntime|openvino``;
 * ``inference.json``: what predict needs: ``num_seg``, ``views``, ``short_size``,
   ``target_size``, ``sampling``, ``mean``/``std``, ``num_classes``.
 
@@ -29,9 +32,11 @@ from ppsn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 MODEL_FILE = "model.jax"
 WEIGHTS_FILE = "weights.npz"
 META_FILE = "inference.json"
+ONNX_FILE = "model.onnx"
 
 
-def export_model(config, variables, output: str, platforms=("cpu", "cuda")) -> dict:
+def export_model(config, variables, output: str, platforms=("cpu", "cuda"),
+                 onnx: bool = False) -> dict:
     from jax import export
 
     from ppsn.data import datasets
@@ -52,7 +57,17 @@ def export_model(config, variables, output: str, platforms=("cpu", "cuda")) -> d
         exported = export.export(jax.jit(infer), platforms=list(platforms))(*args)
     except Exception:  # a platform this jaxlib cannot lower for: export for the CPU only
         exported = export.export(jax.jit(infer), platforms=["cpu"])(*args)
+    onnx_model = None
+    if onnx:  # built before anything is written: a missing 'onnx' package fails cleanly
+        from ppsn.serve import onnx_graph
+
+        onnx_model = onnx_graph.build(jax.tree.map(np.asarray, variables), config.model.depth,
+                                      spec.views, spec.target_size, spec.target_size, "uint8")
     os.makedirs(output, exist_ok=True)
+    if onnx_model is not None:
+        onnx_graph.save(onnx_model, os.path.join(output, ONNX_FILE))
+    elif os.path.exists(os.path.join(output, ONNX_FILE)):  # never leave a stale one beside
+        os.remove(os.path.join(output, ONNX_FILE))
     with open(os.path.join(output, MODEL_FILE), "wb") as f:
         f.write(exported.serialize())
     np.savez(os.path.join(output, WEIGHTS_FILE),
@@ -62,7 +77,8 @@ def export_model(config, variables, output: str, platforms=("cpu", "cuda")) -> d
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
             "num_classes": config.model.num_classes, "depth": config.model.depth,
             "input": "uint8 [n, views, target_size, target_size, 3], TenCrop order",
-            "platforms": list(exported.platforms)}
+            "platforms": list(exported.platforms),
+            "onnx": ONNX_FILE if onnx_model is not None else None}
     with open(os.path.join(output, META_FILE), "w") as f:
         json.dump(meta, f, indent=2)
     return meta
@@ -78,8 +94,12 @@ def main(argv):
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every read at INFO
     FLAGS = flags.FLAGS
     variables, what = load_weights(FLAGS.weights)
-    meta = export_model(FLAGS.config, variables, FLAGS.output)
-    print(f"exported {what} to {FLAGS.output} ({', '.join(meta['platforms'])}; "
+    try:
+        meta = export_model(FLAGS.config, variables, FLAGS.output, onnx=FLAGS.onnx)
+    except ImportError as e:
+        raise SystemExit(f"error: {e}") from None
+    print(f"exported {what} to {FLAGS.output} ({', '.join(meta['platforms'])}"
+          f"{', onnx' if meta['onnx'] else ''}; "
           f"{meta['views']} views of {meta['target_size']}x{meta['target_size']})")
 
 
@@ -90,5 +110,7 @@ if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "ml_collections config file", lock_config=True)
     flags.DEFINE_string("weights", None, "checkpoint directory (converted, best/ or a workdir)")
     flags.DEFINE_string("output", "inference/ppTSN", "output directory")
+    flags.DEFINE_bool("onnx", False, "also write model.onnx for predict's onnxruntime and "
+                      "openvino backends (needs pip install 'ppsn[serve]')")
     flags.mark_flags_as_required(["config", "weights"])
     app.run(main)

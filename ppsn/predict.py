@@ -1,11 +1,14 @@
 """Classify video files with an exported model (``python -m ppsn.export``).
 
     python -m ppsn.predict --input_file=video.avi --model_dir=inference/ppTSN
-        [--label_list=FILE] [--top_k=5]
+        [--label_list=FILE] [--top_k=5] [--backend=xla|onnxruntime|openvino]
+        [--precision=fp32|bf16] [--threads=N]
 
 ``--input_file`` may be repeated or name a directory (its video files are taken in name
 order). Each video is decoded with PyAV, sampled and TenCropped exactly as the test mode does,
-and scored by the exported artifact; the model code and config are not needed. A file that is
+and scored by the exported artifact through ``--backend`` (XLA by default; ONNX Runtime and
+OpenVINO for fast CPU serving, OpenVINO also in bf16); the model code and config are not
+needed. A file that is
 missing, unreadable or corrupt gets a one-line error and the others still run (exit status 1 if
 any failed).
 """
@@ -13,7 +16,6 @@ any failed).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -23,19 +25,15 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".flv", ".m4v", ".m
 
 
 class Predictor:
-    """The exported model plus its preprocessing."""
+    """The exported model, run by one backend (see :mod:`ppsn.serve.backends`), plus its
+    preprocessing."""
 
-    def __init__(self, model_dir: str):
-        from jax import export
+    def __init__(self, model_dir: str, backend: str = "xla", precision: str = "fp32",
+                 threads: int = 0):
+        from ppsn.serve import backends
 
-        from ppsn.export import META_FILE, MODEL_FILE, WEIGHTS_FILE
-
-        with open(os.path.join(model_dir, META_FILE)) as f:
-            self.meta = json.load(f)
-        with open(os.path.join(model_dir, MODEL_FILE), "rb") as f:
-            self.exported = export.deserialize(bytearray(f.read()))
-        with np.load(os.path.join(model_dir, WEIGHTS_FILE)) as weights:
-            self.weights = [weights[k] for k in sorted(weights.files)]
+        self.meta = backends.read_meta(model_dir)
+        self.runner = backends.load(model_dir, backend, precision, threads)
 
     def clip(self, path: str) -> np.ndarray:
         """uint8 ``[views, size, size, 3]`` for one video file (raises DecodeError)."""
@@ -48,7 +46,7 @@ class Predictor:
         return transforms.ten_crop(transforms.scale(frames, m["short_size"]), m["target_size"])
 
     def scores(self, clips: np.ndarray) -> np.ndarray:
-        return np.asarray(self.exported.call(self.weights, clips))
+        return self.runner.scores(clips)
 
 
 def _inputs(paths):
@@ -69,15 +67,25 @@ def main(argv=None) -> int:
     parser.add_argument("--model_dir", default="inference/ppTSN")
     parser.add_argument("--label_list", default=None, help="'id name' per line")
     parser.add_argument("--top_k", type=int, default=1)
+    parser.add_argument("--backend", default="xla", choices=("xla", "onnxruntime", "openvino"),
+                        help="xla: the jax.export artifact; onnxruntime / openvino: model.onnx "
+                        "(export with --onnx; pip install 'ppsn[serve]')")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                        help="bf16: openvino on a CPU with AVX512-BF16 or AMX")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
     args = parser.parse_args(argv)
 
     from ppsn.data.decode import DecodeError
+    from ppsn.serve.backends import BackendError, MissingRuntime
 
     try:
-        predictor = Predictor(args.model_dir)
+        predictor = Predictor(args.model_dir, args.backend, args.precision, args.threads)
     except FileNotFoundError as e:
         print(f"error: {args.model_dir}: not an exported model ({e.strerror}: {e.filename})",
               file=sys.stderr)
+        return 2
+    except (MissingRuntime, BackendError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     from ppsn.data.labels import read_label_names
 

@@ -27,7 +27,7 @@ def exported(tmp_path_factory):
     checkpoint.save_variables(root / "weights", variables, {"depth": 18, "num_classes": 10})
     done = subprocess.run(
         [sys.executable, "-m", "ppsn.export", "--config=configs/pptsn_toy.py",
-         f"--weights={root / 'weights'}", f"--output={root / 'inference'}", *FLAGS],
+         f"--weights={root / 'weights'}", f"--output={root / 'inference'}", "--onnx", *FLAGS],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return root / "inference", variables
@@ -69,3 +69,72 @@ def test_predict_cli_on_files_and_directories_with_bad_files(exported, toy_dir, 
     assert any("missing.mp4: missing video file" in e for e in errors)
     assert any("b.avi" in e for e in errors)
     assert "notes.txt" not in done.stdout + done.stderr
+
+
+BACKENDS = [("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")]
+
+
+@pytest.mark.parametrize("backend,precision", BACKENDS)
+def test_predict_backends_match_xla_on_a_real_video(exported, toy_dir, backend, precision):
+    pytest.importorskip(backend)
+    model_dir, _ = exported
+    assert (model_dir / "model.onnx").exists()
+    video = str(toy_dir / "videos" / "test_cool_ring_000.mp4")
+    xla = Predictor(str(model_dir))
+    clip = xla.clip(video)
+    batch = np.stack([clip, clip[::-1]])
+    expected = xla.scores(batch)
+    try:
+        other = Predictor(str(model_dir), backend, precision)
+    except Exception as e:  # bf16 on a CPU without AVX512-BF16/AMX is refused, by design
+        if precision == "bf16" and "no bf16 support" in str(e):
+            pytest.skip(str(e))
+        raise
+    got = other.scores(batch)
+    assert got.shape == expected.shape and got.dtype == np.float32
+    # fp32: the same numbers; bf16: close probabilities (random weights: flat scores)
+    np.testing.assert_allclose(got, expected, atol=1e-5 if precision == "fp32" else 2e-2)
+    if precision == "fp32":
+        assert np.array_equal(got.argmax(-1), expected.argmax(-1))
+    done = subprocess.run(
+        [sys.executable, "-m", "ppsn.predict", f"--input_file={video}", f"--model_dir={model_dir}",
+         f"--backend={backend}", f"--precision={precision}", "--top_k=2"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "top-2 class: " in done.stdout
+
+
+_BLOCK_IMPORT = """
+import sys
+sys.modules[{module!r}] = None  # 'import {module}' now raises ImportError, as if not installed
+from ppsn.predict import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_missing_runtime_is_a_one_line_error_naming_the_extra(exported, toy_dir, backend):
+    model_dir, _ = exported
+    done = subprocess.run(
+        [sys.executable, "-c", _BLOCK_IMPORT.format(module=backend),
+         f"--input_file={toy_dir / 'videos' / 'test_cool_ring_000.mp4'}",
+         f"--model_dir={model_dir}", f"--backend={backend}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ppsn[serve]" in lines[0] and backend in lines[0], done.stderr
+
+
+def test_backend_refusals_are_clear(exported, tmp_path):
+    from ppsn.serve import backends
+
+    model_dir, _ = exported
+    with pytest.raises(backends.BackendError, match="openvino --precision=bf16"):
+        backends.load(str(model_dir), "xla", "bf16")
+    with pytest.raises(backends.BackendError, match="fp32 only"):
+        backends.load(str(model_dir), "onnxruntime", "bf16")
+    bare = tmp_path / "no_onnx"
+    bare.mkdir()
+    (bare / "inference.json").write_text((model_dir / "inference.json").read_text())
+    with pytest.raises(backends.BackendError, match="--onnx"):
+        backends.load(str(bare), "onnxruntime")
