@@ -45,3 +45,13 @@ def test_eval_benchmark_reports_seconds_per_video():
     out = _run("eval", "--depth", "18", "--num_seg", "2", "--videos", "1")
     assert out["views"] == 20 and out["s_per_video"] > 0
     assert out["s_per_video"] == pytest.approx(out["host_s_per_video"] + out["device_s_per_video"], abs=2e-3)
+
+
+def test_predict_benchmark_reports_seconds_per_video():
+    pytest.importorskip("onnxruntime")
+    out = _run("predict", "--backend", "onnxruntime", "--depth", "18", "--num_seg", "1",
+               "--videos", "1")
+    assert out["benchmark"] == "predict" and out["views"] == 10 and out["s_per_video"] > 0
+    assert out["s_per_video"] == pytest.approx(
+        out["host_s_per_video"] + out["model_s_per_video"], abs=2e-3)
+    assert out["baseline"] == "xla:fp32" and out["speedup_vs_baseline"] > 0
