@@ -6,8 +6,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-CONFIGS = ["pptsn_k400_frames", "pptsn_k400_videos", "pptsn_ucf101_frames",
-           "pptsn_ucf101_videos", "pptsn_toy"]
+CONFIGS = sorted(p.stem for p in (REPO_ROOT / "configs").glob("*.py"))  # every config
 
 
 def load(name):
@@ -45,3 +44,12 @@ def test_ucf101_configs():
     assert frames.model.num_classes == videos.model.num_classes == 101
     assert frames.data.format == "frames" and videos.data.format == "videos"
     assert frames.init_from == "checkpoints/ppTSN_k400"
+
+
+def test_distill_configs():
+    kd = load("pptsn_k400_frames_distill_r101")
+    assert (kd.distill.mode, kd.distill.teacher_depth, kd.model.depth) == ("kd", 101, 50)
+    assert kd.distill.teacher_checkpoint and kd.distill.temperature > 0
+    toy = load("pptsn_toy_distill")
+    assert toy.distill.mode == "kd" and toy.distill.teacher_checkpoint == "output/toy/best"
+    assert load("pptsn_k400_frames").distill.mode == ""  # off unless asked for
