@@ -12,7 +12,9 @@ Inputs (``n`` symbolic):
   TenCrop views of the scaled frames), normalized in the graph with ImageNet mean/std;
 * ``input_kind='normalized'``: ``frames`` float32 ``[n, views, H, W, 3]``, already normalized.
 
-Outputs: ``logits`` float32 ``[n, classes]`` and ``scores`` (their softmax).
+Outputs: ``logits`` float32 ``[n, classes]`` and ``scores`` (their softmax). The stem's output
+tensor is named ``stem`` so that a runtime can run the stem and the rest at different
+precisions (:func:`split_at_stem`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ppsn.models.resnet_vd import BN_EPSILON, STAGE_BLOCKS, check_depth, uses_bo
 
 OPSET = 17
 INPUT_KINDS = ("uint8", "normalized")
+STEM = "stem"  # the stem's output (after the max pool): where mixed precision splits the graph
 
 
 def _onnx():
@@ -50,8 +53,8 @@ class _Graph:
         self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
-    def op(self, op_type, inputs, prefix=None, **attrs):
-        out = self.name(prefix or op_type.lower())
+    def op(self, op_type, inputs, prefix=None, output=None, **attrs):
+        out = output or self.name(prefix or op_type.lower())
         self.nodes.append(self.helper.make_node(op_type, list(inputs), [out], name=out, **attrs))
         return out
 
@@ -117,7 +120,7 @@ def build(variables, depth: int, views: int, height: int, width: int,
     h, w = _conv_out(h, 2), _conv_out(w, 2)
     x = _conv_bn(g, x, params["conv1_2"], stats["conv1_2"], True)
     x = _conv_bn(g, x, params["conv1_3"], stats["conv1_3"], True)
-    x = g.op("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    x = g.op("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], output=STEM)
     h, w = _conv_out(h, 2), _conv_out(w, 2)
 
     bottleneck = uses_bottleneck(depth)
@@ -165,3 +168,13 @@ def build(variables, depth: int, views: int, height: int, width: int,
 def save(model, path: str) -> None:
     """Writes ``model``; weights over 2 GB (ResNet-200 TSNs fit below) would need external data."""
     _onnx().save_model(model, path)
+
+
+def split_at_stem(model):
+    """``(stem, body)``: ``frames -> stem`` and ``stem -> logits, scores`` as two models."""
+    onnx = _onnx()
+    from onnx.utils import Extractor
+
+    extractor = Extractor(onnx.shape_inference.infer_shapes(model))
+    return (extractor.extract_model(["frames"], [STEM]),
+            extractor.extract_model([STEM], ["logits", "scores"]))

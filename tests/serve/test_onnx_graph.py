@@ -45,11 +45,13 @@ def test_r50_onnx_logits_equal_jax_and_paddle(r50, pptsn_fixture_dir, case):
     np.testing.assert_allclose(_openvino(model, x), jax_logits, atol=2e-4, rtol=0)
 
 
-def test_r50_openvino_bf16_logit_error_and_top1(r50, pptsn_fixture_dir, record_property):
-    """bf16 on the fixture's synthetic R50: the logit error stays small; the top-1 is kept
-    wherever the fp32 margin between the two best classes exceeds twice that error. (The
-    fixture's random weights give margins as small as 0.017 for a logit spread of 0.4: case A's
-    second clip, margin 0.023, can flip; JAX's own bf16 moves those logits by 0.12 too.)"""
+def test_r50_openvino_bf16_keeps_the_fp32_top1(r50, pptsn_fixture_dir, record_property):
+    """OpenVINO bf16 (the stem in fp32, the rest in bf16) keeps PaddleVideo's fp32 top-1 on
+    every fixture clip, although the fixture's random R50 leaves margins as small as 0.017
+    between the two best logits (spread 0.4). All-bf16 flips case A's second clip (margin
+    0.023): rounding the first activations to bf16 is what the chaotic net amplifies most."""
+    from ppsn.serve.backends import OpenVinoBackend
+
     if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         pytest.skip("this CPU has no bf16 support")
     report = {}
@@ -57,15 +59,14 @@ def test_r50_openvino_bf16_logit_error_and_top1(r50, pptsn_fixture_dir, record_p
         x = np.load(pptsn_fixture_dir / f"case{case}_input.npy").transpose(0, 1, 3, 4, 2)
         model = onnx_graph.build(r50, 50, x.shape[1], x.shape[2], x.shape[3], "normalized")
         fp32 = np.load(pptsn_fixture_dir / f"case{case}_logits.npy")
-        bf16 = _openvino(model, x, "bf16")
-        err = np.abs(bf16 - fp32).max(axis=-1)
+        bf16 = OpenVinoBackend.from_onnx(model, "bf16", output="logits").scores(x)
+        all_bf16 = _openvino(model, x, "bf16")
         top2 = np.sort(fp32, axis=-1)[:, -2:]
-        margin = top2[:, 1] - top2[:, 0]
-        same = bf16.argmax(-1) == fp32.argmax(-1)
-        report[case] = {"max_logit_diff": err.tolist(), "margin": margin.tolist(),
-                        "top1_kept": same.tolist()}
-        assert err.max() < 0.25, report
-        assert np.all(same | (margin < 2 * err)), report
+        report[case] = {"max_logit_diff": np.abs(bf16 - fp32).max(axis=-1).round(4).tolist(),
+                        "all_bf16_max_logit_diff": np.abs(all_bf16 - fp32).max(-1).round(4).tolist(),
+                        "fp32_margin": (top2[:, 1] - top2[:, 0]).round(4).tolist()}
+        assert np.array_equal(bf16.argmax(-1), fp32.argmax(-1)), report
+        assert np.abs(bf16 - fp32).max() < 0.15, report
     record_property("bf16", report)
     print(report)
 

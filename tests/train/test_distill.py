@@ -142,7 +142,7 @@ def test_toy_student_distilled_from_a_better_teacher(full_toy_dir, tmp_path, rec
     common = dict(batch_size=32, valid_batch_size=40, **{"data.short_size": 64,
                                                          "data.target_size": 56})
     teacher_dir = tmp_path / "teacher"
-    _run(_tiny_flags(full_toy_dir, teacher_dir, num_epochs=16, **common))
+    _run(_tiny_flags(full_toy_dir, teacher_dir, num_epochs=12, **common))
     with open(teacher_dir / "best" / checkpoint.META_FILE) as f:
         teacher_top1 = json.load(f)["top1"]
     digest = _tree_digest(teacher_dir / "best")
@@ -151,7 +151,7 @@ def test_toy_student_distilled_from_a_better_teacher(full_toy_dir, tmp_path, rec
     for name, extra in (("alone", {}), ("kd", {"distill.mode": "kd", "distill.teacher_depth": 18,
                                                "distill.teacher_checkpoint": teacher_dir / "best"})):
         workdir = tmp_path / name
-        log = _run(_tiny_flags(full_toy_dir, workdir, num_epochs=4, **common, **extra))
+        log = _run(_tiny_flags(full_toy_dir, workdir, num_epochs=3, **common, **extra))
         with open(workdir / "best" / checkpoint.META_FILE) as f:
             results[name] = json.load(f)["top1"]
         if name == "kd":
