@@ -109,3 +109,8 @@ def student_variables(params, batch_stats) -> dict:
 
 def pair(student, teacher) -> dict:
     return {STUDENT: student, TEACHER: teacher}
+
+
+def pair_variables(student: dict, teacher: dict) -> dict:
+    """The DML state's variables: ``{'params': pair, 'batch_stats': pair}``."""
+    return {k: pair(student[k], teacher[k]) for k in ("params", "batch_stats")}

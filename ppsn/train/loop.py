@@ -145,7 +145,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if mode != "dml":
             return variables
         other = initialize.scratch_variables(teacher, seed + 1)
-        return {k: distill.pair(variables[k], other[k]) for k in ("params", "batch_stats")}
+        return distill.pair_variables(variables, other)
 
     schedule = optim.make_schedule(config.optim, config.num_epochs, steps_per_epoch)
     abstract_vars = jax.eval_shape(lambda: scratch_state_variables(0))
@@ -183,7 +183,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             other = (distill.load_teacher_variables(config, teacher)
                      if config.distill.teacher_checkpoint
                      else jax.tree.map(np.asarray, initialize.scratch_variables(teacher, config.seed + 1)))
-            variables = {k: distill.pair(variables[k], other[k]) for k in ("params", "batch_stats")}
+            variables = distill.pair_variables(variables, other)
         state = steps.create_state(variables, tx)
         start = 0
     state = jax.device_put(state, rep)

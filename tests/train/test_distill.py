@@ -73,7 +73,7 @@ def _kd_setup(mode):
     variables = jax.tree.map(np.asarray, initialize.scratch_variables(model, 0))
     t_vars = jax.tree.map(np.asarray, initialize.scratch_variables(teacher, 1))
     if mode == "dml":
-        variables = {k: distill.pair(variables[k], t_vars[k]) for k in variables}
+        variables = distill.pair_variables(variables, t_vars)
     tx = optim.make_optimizer(config.optim, variables["params"], 10, 10)
     cfg = steps.StepConfig(model, tx, optim.make_schedule(config.optim, 10, 10), 10,
                            distill_mode=mode, teacher=teacher, temperature=4.0,
