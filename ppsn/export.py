@@ -28,23 +28,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppsn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
-
-MODEL_FILE = "model.jax"
-WEIGHTS_FILE = "weights.npz"
-META_FILE = "inference.json"
-ONNX_FILE = "model.onnx"
+from ppsn.serve.artifact import META_FILE, MODEL_FILE, ONNX_FILE, WEIGHTS_FILE
 
 
 def export_model(config, variables, output: str, platforms=("cpu", "cuda"),
                  onnx: bool = False) -> dict:
     from jax import export
 
-    from ppsn.data import datasets
+    from ppsn.data import pipeline
     from ppsn.train import initialize
 
     model = initialize.build_model(config)
     leaves, treedef = jax.tree.flatten(variables)
-    spec = datasets.clip_spec(config.data, "test")
+    spec = pipeline.clip_spec(config.data, "test")
 
     def infer(weights, frames):
         logits = model.apply(jax.tree.unflatten(treedef, weights), normalize(frames), train=False)
@@ -89,11 +85,12 @@ def main(argv):
 
     from absl import flags
 
-    from ppsn.evaluate import load_weights
+    from ppsn.checkpoint import load_weights
 
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every read at INFO
     FLAGS = flags.FLAGS
-    variables, what = load_weights(FLAGS.weights)
+    variables, meta = load_weights(FLAGS.weights)
+    what = meta["path"]
     try:
         meta = export_model(FLAGS.config, variables, FLAGS.output, onnx=FLAGS.onnx)
     except ImportError as e:

@@ -21,33 +21,8 @@ import sys
 
 import numpy as np
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".flv", ".m4v", ".mpg", ".mpeg")
-
-
-class Predictor:
-    """The exported model, run by one backend (see :mod:`ppsn.serve.backends`), plus its
-    preprocessing."""
-
-    def __init__(self, model_dir: str, backend: str = "xla", precision: str = "fp32",
-                 threads: int = 0):
-        from ppsn.serve import backends
-
-        self.meta = backends.read_meta(model_dir)
-        self.runner = backends.load(model_dir, backend, precision, threads)
-
-    def clip(self, path: str) -> np.ndarray:
-        """uint8 ``[views, size, size, 3]`` for one video file (raises DecodeError)."""
-        from ppsn.data import decode, sampling, transforms
-
-        m = self.meta
-        with decode.VideoFile(path) as video:
-            frames = video.get(sampling.sample_segments(video.num_frames, m["num_seg"],
-                                                        m["sampling"]))
-        return transforms.ten_crop(transforms.scale(frames, m["short_size"]), m["target_size"])
-
-    def scores(self, clips: np.ndarray) -> np.ndarray:
-        return self.runner.scores(clips)
-
+from ppsn.data.decode import VIDEO_EXTENSIONS
+from ppsn.serve.predictor import Predictor
 
 def _inputs(paths):
     for path in paths:

@@ -12,7 +12,7 @@ from ppsn import checkpoint
 from ppsn.data.clips import ClipSpec, load_clip
 from ppsn.data.transforms import normalize
 from ppsn.models import TSN
-from ppsn.predict import Predictor
+from ppsn.serve.predictor import Predictor
 from ppsn.train import initialize
 from tests.conftest import REPO_ROOT
 
@@ -138,3 +138,38 @@ def test_backend_refusals_are_clear(exported, tmp_path):
     (bare / "inference.json").write_text((model_dir / "inference.json").read_text())
     with pytest.raises(backends.BackendError, match="--onnx"):
         backends.load(str(bare), "onnxruntime")
+
+
+_WITHOUT_JAX = """
+import importlib.abc
+import sys
+
+
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("jax", "jaxlib", "flax", "optax", "orbax"):
+            raise ImportError(f"blocked: {name} imported by a serving host")
+        return None
+
+
+sys.meta_path.insert(0, Blocked())
+from ppsn.predict import main
+from ppsn.serve.predictor import Predictor
+
+predictor = Predictor(sys.argv[1], "onnxruntime")
+print("views", predictor.meta["views"], "scores", predictor.scores(
+    predictor.clip(sys.argv[2])[None]).shape)
+code = main(["--input_file", sys.argv[2], "--model_dir", sys.argv[1], "--backend", "onnxruntime"])
+assert not [m for m in sys.modules if m.split(".")[0] in ("jax", "flax")]
+sys.exit(code)
+"""
+
+
+def test_serving_runs_without_jax_or_flax(exported, toy_dir):
+    pytest.importorskip("onnxruntime")
+    model_dir, _ = exported
+    video = toy_dir / "videos" / "test_cool_ring_000.mp4"
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_JAX, str(model_dir), str(video)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "views 20 scores (1, 10)" in done.stdout and "top-1 class:" in done.stdout

@@ -5,7 +5,8 @@ conversion is a rename: ``conv1_1``, ``conv1_2``, ``conv1_3`` (deep stem), then 
 ``bb_{stage}_{index}`` holding ``conv0``, ``conv1`` (, ``conv2``) and, in the first block of a
 stage, ``short``. Every conv-BN unit holds ``conv`` (no bias) and ``bn``.
 
-Numerics follow PaddleVideo exactly (see ``shared/docs/RECIPE.md``):
+The topology (stem, stages, strides, shortcuts) is :mod:`ppsn.models.plan`'s, shared with the
+ONNX builder. Numerics follow PaddleVideo exactly (see ``shared/docs/RECIPE.md``):
 
 * padding is ``(k - 1) // 2`` on both sides, never XLA's "SAME" (which pads 0 before / 1 after
   for stride-2 convs on even sizes);
@@ -23,68 +24,30 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
-import numpy as np
 from jax.nn import initializers
 
+from ppsn.models import plan
 from ppsn.models.conv import conv2d
-
-# Blocks per stage, for each supported depth.
-STAGE_BLOCKS = {
-    18: (2, 2, 2, 2),
-    34: (3, 4, 6, 3),
-    50: (3, 4, 6, 3),
-    101: (3, 4, 23, 3),
-    152: (3, 8, 36, 3),
-    200: (3, 12, 48, 3),
-}
-STAGE_WIDTHS = (64, 128, 256, 512)
-BN_EPSILON = 1e-5
-BN_MOMENTUM = 0.9
 
 # Paddle's KaimingNormal: plain (untruncated) normal with std sqrt(2 / fan_in).
 kaiming_normal = initializers.variance_scaling(2.0, "fan_in", "normal")
-
-
-def uses_bottleneck(depth: int) -> bool:
-    """True for the depths built from bottleneck blocks (50 and deeper)."""
-    return depth >= 50
-
-
-def feature_dim(depth: int) -> int:
-    """Channels of the backbone output: 2048 for bottleneck depths, 512 otherwise."""
-    check_depth(depth)
-    return STAGE_WIDTHS[-1] * (4 if uses_bottleneck(depth) else 1)
-
-
-def check_depth(depth: int) -> None:
-    if depth not in STAGE_BLOCKS:
-        raise ValueError(
-            f"ResNet-vd depth must be one of {sorted(STAGE_BLOCKS)}, got {depth!r}"
-        )
 
 
 def avg_pool_2x2_ceil_exclusive(x: jnp.ndarray) -> jnp.ndarray:
     """2x2 average pool, stride 2, ceil mode, exclusive of padding (Paddle's defaults).
 
     An odd height or width gets one extra output row/column whose windows hold fewer than 4
-    values; they are divided by the number of real values, not by 4.
+    values; they are divided by the number of real values (:func:`plan.pool_window_counts`).
     """
     _, h, w, _ = x.shape
-    pad_h, pad_w = h % 2, w % 2
-    if pad_h or pad_w:
-        x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+    counts = plan.pool_window_counts(h, w)
+    if counts is not None:
+        x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
     n, hp, wp, c = x.shape
     summed = x.reshape(n, hp // 2, 2, wp // 2, 2, c).sum(axis=(2, 4))
-    if not (pad_h or pad_w):
+    if counts is None:
         return summed * jnp.asarray(0.25, x.dtype)
-    rows = np.full(hp // 2, 2.0)
-    cols = np.full(wp // 2, 2.0)
-    if pad_h:
-        rows[-1] = 1.0
-    if pad_w:
-        cols[-1] = 1.0
-    inv_count = 1.0 / (rows[:, None] * cols[None, :])
-    return summed * jnp.asarray(inv_count[None, :, :, None], x.dtype)
+    return summed * jnp.asarray((1.0 / counts)[None, :, :, None], x.dtype)
 
 
 class Conv(nn.Module):
@@ -121,8 +84,8 @@ class ConvBN(nn.Module):
                  name="conv")(x)
         x = nn.BatchNorm(
             use_running_average=not train,
-            momentum=BN_MOMENTUM,
-            epsilon=BN_EPSILON,
+            momentum=plan.BN_MOMENTUM,
+            epsilon=plan.BN_EPSILON,
             dtype=self.dtype,
             param_dtype=jnp.float32,
             name="bn",
@@ -194,23 +157,14 @@ class ResNetVd(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        check_depth(self.depth)
         x = x.astype(self.dtype)
         conv_bn = functools.partial(ConvBN, dtype=self.dtype, conv_impl=self.conv_impl)
-        x = conv_bn(32, 3, strides=2, name="conv1_1")(x, train)
-        x = conv_bn(32, 3, name="conv1_2")(x, train)
-        x = conv_bn(64, 3, name="conv1_3")(x, train)
+        for name, features, stride in plan.STEM:
+            x = conv_bn(features, 3, strides=stride, name=name)(x, train)
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-        block_cls = BottleneckBlock if uses_bottleneck(self.depth) else BasicBlock
-        for stage, num_blocks in enumerate(STAGE_BLOCKS[self.depth]):
-            for i in range(num_blocks):
-                x = block_cls(
-                    width=STAGE_WIDTHS[stage],
-                    strides=2 if (i == 0 and stage > 0) else 1,
-                    projection=i == 0,
-                    pooled_projection=i == 0 and stage > 0,
-                    dtype=self.dtype,
-                    conv_impl=self.conv_impl,
-                    name=f"bb_{stage}_{i}",
-                )(x, train)
+        block_cls = BottleneckBlock if plan.uses_bottleneck(self.depth) else BasicBlock
+        for block in plan.blocks(self.depth):
+            x = block_cls(width=block.width, strides=block.stride, projection=block.projection,
+                          pooled_projection=block.pooled_projection, dtype=self.dtype,
+                          conv_impl=self.conv_impl, name=block.name)(x, train)
         return x

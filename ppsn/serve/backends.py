@@ -15,13 +15,12 @@ ONNX Runtime and OpenVINO are optional (``pip install 'ppsn[serve]'``); a missin
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
-from ppsn.export import META_FILE, MODEL_FILE, ONNX_FILE, WEIGHTS_FILE
 from ppsn.serve import onnx_graph
+from ppsn.serve.artifact import MODEL_FILE, ONNX_FILE, WEIGHTS_FILE
 
 BACKENDS = ("xla", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16")
@@ -33,11 +32,6 @@ class MissingRuntime(ImportError):
 
 class BackendError(ValueError):
     """A backend cannot run this model this way (precision, missing ONNX file, CPU support)."""
-
-
-def read_meta(model_dir: str) -> dict:
-    with open(os.path.join(model_dir, META_FILE)) as f:
-        return json.load(f)
 
 
 def _import(module: str, backend: str):

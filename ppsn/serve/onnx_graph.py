@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ppsn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from ppsn.models.resnet_vd import BN_EPSILON, STAGE_BLOCKS, check_depth, uses_bottleneck
+from ppsn.models import plan
 
 OPSET = 17
 INPUT_KINDS = ("uint8", "normalized")
@@ -63,7 +63,7 @@ def _conv_bn(g, x, params, stats, relu, stride=1):
     kernel = np.asarray(params["conv"]["kernel"], np.float64)  # [k, k, in, out]
     k = kernel.shape[0]
     scale = (np.asarray(params["bn"]["scale"], np.float64)
-             / np.sqrt(np.asarray(stats["bn"]["var"], np.float64) + BN_EPSILON))
+             / np.sqrt(np.asarray(stats["bn"]["var"], np.float64) + plan.BN_EPSILON))
     bias = np.asarray(params["bn"]["bias"], np.float64) - np.asarray(stats["bn"]["mean"]) * scale
     weight = (kernel * scale).transpose(3, 2, 0, 1).astype(np.float32)  # [out, in, k, k]
     pad = (k - 1) // 2
@@ -73,20 +73,15 @@ def _conv_bn(g, x, params, stats, relu, stride=1):
 
 
 def _avg_pool_2x2_ceil_exclusive(g, x, h, w):
-    """Returns the pooled tensor and its spatial size (see ``avg_pool_2x2_ceil_exclusive``)."""
+    """Returns the pooled tensor and its spatial size (the Flax model's
+    ``avg_pool_2x2_ceil_exclusive``: window sums divided by :func:`plan.pool_window_counts`)."""
     ph, pw = h % 2, w % 2
     y = g.op("AveragePool", [x], kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, ph, pw],
              count_include_pad=1)  # = window sum / 4, padded values being 0
-    oh, ow = (h + ph) // 2, (w + pw) // 2
-    if ph or pw:
-        rows, cols = np.full(oh, 2.0), np.full(ow, 2.0)
-        if ph:
-            rows[-1] = 1.0
-        if pw:
-            cols[-1] = 1.0
-        correction = (4.0 / (rows[:, None] * cols[None, :])).astype(np.float32)[None, None]
-        y = g.op("Mul", [y, g.const("count", correction)])
-    return y, oh, ow
+    counts = plan.pool_window_counts(h, w)
+    if counts is not None:
+        y = g.op("Mul", [y, g.const("count", (4.0 / counts).astype(np.float32)[None, None])])
+    return y, (h + ph) // 2, (w + pw) // 2
 
 
 def _conv_out(size, stride):
@@ -97,7 +92,7 @@ def build(variables, depth: int, views: int, height: int, width: int,
           input_kind: str = "uint8", mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """The ONNX ``ModelProto`` of the eval graph of a TSN with these ``variables``."""
     onnx = _onnx()
-    check_depth(depth)
+    plan.check_depth(depth)
     if input_kind not in INPUT_KINDS:
         raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {input_kind!r}")
     params, stats = variables["params"]["backbone"], variables["batch_stats"]["backbone"]
@@ -116,33 +111,29 @@ def build(variables, depth: int, views: int, height: int, width: int,
                          g.const("shift", shift.reshape(1, 3, 1, 1))])
 
     h, w = height, width
-    x = _conv_bn(g, x, params["conv1_1"], stats["conv1_1"], True, stride=2)
-    h, w = _conv_out(h, 2), _conv_out(w, 2)
-    x = _conv_bn(g, x, params["conv1_2"], stats["conv1_2"], True)
-    x = _conv_bn(g, x, params["conv1_3"], stats["conv1_3"], True)
+    for name, _, stride in plan.STEM:
+        x = _conv_bn(g, x, params[name], stats[name], True, stride=stride)
+        h, w = _conv_out(h, stride), _conv_out(w, stride)
     x = g.op("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], output=STEM)
     h, w = _conv_out(h, 2), _conv_out(w, 2)
 
-    bottleneck = uses_bottleneck(depth)
-    for stage, num_blocks in enumerate(STAGE_BLOCKS[depth]):
-        for i in range(num_blocks):
-            name = f"bb_{stage}_{i}"
-            p, s = params[name], stats[name]
-            stride = 2 if (i == 0 and stage > 0) else 1
-            if bottleneck:
-                y = _conv_bn(g, x, p["conv0"], s["conv0"], True)
-                y = _conv_bn(g, y, p["conv1"], s["conv1"], True, stride=stride)
-                y = _conv_bn(g, y, p["conv2"], s["conv2"], False)
-            else:
-                y = _conv_bn(g, x, p["conv0"], s["conv0"], True, stride=stride)
-                y = _conv_bn(g, y, p["conv1"], s["conv1"], False)
-            short = x
-            if i == 0:
-                if stage > 0:
-                    short, _, _ = _avg_pool_2x2_ceil_exclusive(g, short, h, w)
-                short = _conv_bn(g, short, p["short"], s["short"], False)
-            h, w = _conv_out(h, stride), _conv_out(w, stride)
-            x = g.op("Relu", [g.op("Add", [short, y])])
+    bottleneck = plan.uses_bottleneck(depth)
+    for block in plan.blocks(depth):
+        p, s = params[block.name], stats[block.name]
+        if bottleneck:
+            y = _conv_bn(g, x, p["conv0"], s["conv0"], True)
+            y = _conv_bn(g, y, p["conv1"], s["conv1"], True, stride=block.stride)
+            y = _conv_bn(g, y, p["conv2"], s["conv2"], False)
+        else:
+            y = _conv_bn(g, x, p["conv0"], s["conv0"], True, stride=block.stride)
+            y = _conv_bn(g, y, p["conv1"], s["conv1"], False)
+        short = x
+        if block.pooled_projection:
+            short, _, _ = _avg_pool_2x2_ceil_exclusive(g, short, h, w)
+        if block.projection:
+            short = _conv_bn(g, short, p["short"], s["short"], False)
+        h, w = _conv_out(h, block.stride), _conv_out(w, block.stride)
+        x = g.op("Relu", [g.op("Add", [short, y])])
 
     pooled = g.op("ReduceMean", [x], axes=[2, 3], keepdims=0)  # [n * views, C]
     channels = np.asarray(head["kernel"]).shape[0]
