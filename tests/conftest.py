@@ -47,18 +47,18 @@ def decompressed(tmp_path_factory, pptsn_fixture_dir):
 @pytest.fixture(scope="session")
 def toy_dir(tmp_path_factory):
     """A small copy of the embedded toy dataset (real mp4 files and JPEG frame folders)."""
-    from ppsn.data import synthetic
+    from ppsn.data import toy
 
     out = tmp_path_factory.mktemp("toy")
-    synthetic.generate(str(out), num_frames=12, videos_per_class={"train": 3, "val": 2, "test": 1})
+    toy.generate(str(out), num_frames=12, videos_per_class={"train": 3, "val": 2, "test": 1})
     return out
 
 
 @pytest.fixture(scope="session")
 def full_toy_dir(tmp_path_factory):
     """The toy dataset at its default size (240 train / 80 val videos), shorter videos."""
-    from ppsn.data import synthetic
+    from ppsn.data import toy
 
     out = tmp_path_factory.mktemp("toy_full")
-    synthetic.generate(str(out), num_frames=12)
+    toy.generate(str(out), num_frames=12)
     return out

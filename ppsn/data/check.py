@@ -20,7 +20,7 @@ import sys
 from tqdm import tqdm
 
 from ppsn.data import decode
-from ppsn.data.sources import ListFileSource
+from ppsn.data.lists import ListFileSource
 
 
 def check_record(record) -> str | None:
@@ -28,13 +28,11 @@ def check_record(record) -> str | None:
     try:
         if "frame_dir" in record:
             for i in range(record["num_frames"]):
-                path = os.path.join(record["frame_dir"], decode.FRAME_SUFFIX.format(i + 1))
                 try:
-                    with open(path, "rb") as f:
-                        decode.decode_jpeg(f.read(), path)
-                except FileNotFoundError:
-                    return (f"missing frame file {os.path.basename(path)} "
-                            f"(list says {record['num_frames']} frames, found {i})")
+                    data = decode.read_frame_bytes(record["frame_dir"], i)
+                except decode.DecodeError as e:
+                    return f"{e.reason} {os.path.basename(e.path)} (list says {record['num_frames']} frames, found {i})"
+                decode.decode_jpeg(data, decode.frame_path(record["frame_dir"], i))
         else:
             with decode.VideoFile(record["video_path"]) as video:
                 video.verify()

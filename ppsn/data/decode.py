@@ -24,6 +24,8 @@ import cv2
 import numpy as np
 
 FRAME_SUFFIX = "img_{:05}.jpg"
+# Video files a folder listing takes (predict on a directory, the K400 official layout).
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".flv", ".m4v", ".mpg", ".mpeg")
 
 
 class DecodeError(Exception):
@@ -67,23 +69,34 @@ def _stack(frames: list[np.ndarray], name: str) -> np.ndarray:
     return np.stack(frames)
 
 
+def frame_path(frame_dir: str, index: int, suffix: str = FRAME_SUFFIX) -> str:
+    """The file of 0-based frame ``index`` in a frame folder (1-based names on disk)."""
+    return os.path.join(frame_dir, suffix.format(int(index) + 1))
+
+
+def read_frame_bytes(frame_dir: str, index: int, suffix: str = FRAME_SUFFIX) -> bytes:
+    """The encoded bytes of 0-based frame ``index``; a missing or unreadable file is a
+    :class:`DecodeError` naming that file."""
+    path = frame_path(frame_dir, index, suffix)
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise DecodeError(path, "missing frame file") from None
+    except OSError as e:
+        raise DecodeError(path, f"unreadable frame file ({e.strerror or e})") from None
+
+
 def read_frame_files(frame_dir: str, indices: Sequence[int], suffix: str = FRAME_SUFFIX
                      ) -> np.ndarray:
-    """Decode ``frame_dir/suffix.format(i + 1)`` for each 0-based ``i`` -> ``[T, H, W, 3]``."""
+    """Decode the 0-based frames ``indices`` of a frame folder -> ``[T, H, W, 3]`` (each distinct
+    frame read once)."""
     cache: dict[int, np.ndarray] = {}
     for i in indices:
         i = int(i)
-        if i in cache:
-            continue
-        path = os.path.join(frame_dir, suffix.format(i + 1))
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise DecodeError(path, "missing frame file") from None
-        except OSError as e:
-            raise DecodeError(path, f"unreadable frame file ({e.strerror})") from None
-        cache[i] = decode_jpeg(data, path)
+        if i not in cache:
+            cache[i] = decode_jpeg(read_frame_bytes(frame_dir, i, suffix),
+                                   frame_path(frame_dir, i, suffix))
     return _stack([cache[int(i)] for i in indices], frame_dir)
 
 

@@ -1,11 +1,11 @@
-"""Data sources behind one record format, for Grain (``__len__`` + ``__getitem__``).
+"""PaddleVideo list files: parsing them into records, and finding them in a download folder.
 
-A record is a dict with ``index`` (position in the source), ``video_id`` (str), ``label``
-(int) and one of:
+A *source* (for Grain: ``__len__`` + ``__getitem__``) yields records, dicts with ``index``
+(position in the source), ``video_id`` (str), ``label`` (int) and one of:
 
 * ``frame_dir`` + ``num_frames``: a folder of ``img_{:05}.jpg`` files (PaddleVideo frames list);
 * ``video_path``: a video file (PaddleVideo videos list);
-* ``jpegs``: a list of JPEG bytes, one per frame (TFDS ``frames`` config);
+* ``jpegs``: a list of JPEG bytes, one per frame (TFDS ``frames`` config, :mod:`ppsn.data.tfds`);
 * ``video_bytes``: the encoded video file (TFDS ``videos`` config).
 
 List files are PaddleVideo's: ``frame_dir num_frames label`` per line for frames and
@@ -121,37 +121,43 @@ class ListFileSource:
         return f"ListFileSource({self.list_file!r}, {self.format!r}, {len(self)} records)"
 
 
-class TfdsSource:
-    """Records of a split written by ppsn's TFDS builders (ArrayRecord, read without TensorFlow)."""
+# ----------------------------------------------------------- finding lists in a download folder
 
-    def __init__(self, dataset: str, split: str, data_dir: str, config: str = "frames"):
-        from ppsn.data.builders import get_builder
+SPLITS = ("train", "val", "test")
 
-        self.builder = get_builder(dataset, config=config, data_dir=data_dir)
-        if not os.path.isdir(self.builder.data_dir):
-            raise FileNotFoundError(
-                f"{dataset}/{config} is not prepared in {data_dir}; run "
-                f"python -m ppsn.data.prepare --dataset {dataset} --manual_dir DIR --data_dir {data_dir}")
-        self._source = self.builder.as_data_source(split=split)
-        self.format = config
-        self.num_classes = self.builder.info.features["label"].num_classes
 
-    def __len__(self):
-        return len(self._source)
+def list_format(path: str) -> str:
+    """'frames' (three fields per line) or 'videos', from the first entry of a list file."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip() and not line.lstrip().startswith("#"):
+                return "frames" if len(line.split()) == 3 else "videos"
+    return "videos"
 
-    def __getitem__(self, index):
-        example = self._source[index]
-        video_id = example["video_id"]
-        record = {
-            "index": index,
-            "video_id": video_id.decode() if isinstance(video_id, bytes) else str(video_id),
-            "label": int(example["label"]),
-        }
-        if self.format == "frames":
-            record["jpegs"] = list(example["frames"])
-        else:
-            record["video_bytes"] = example["video"]
-        return record
 
-    def __repr__(self):
-        return f"TfdsSource({self.builder.name}/{self.format}, {len(self)} records)"
+def find_list_files(folder: str, preferred_format: str) -> dict[str, tuple[str, str]]:
+    """``{split: (list file, format)}`` for the PaddleVideo list files in ``folder``.
+
+    Per split it looks for ``{split}_frames.list``, ``{split}_videos.list`` and ``{split}.list``
+    (format told by the number of fields), preferring lists of ``preferred_format``."""
+    found = {}
+    for split in SPLITS:
+        candidates = []
+        for name in (f"{split}_frames.list", f"{split}_videos.list", f"{split}.list"):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                candidates.append((path, list_format(path)))
+        if not candidates:
+            continue
+        preferred = [c for c in candidates if c[1] == preferred_format]
+        found[split] = (preferred or candidates)[0]
+    return found
+
+
+def find_label_list(folder: str, *names: str) -> str | None:
+    """The first of ``names`` (then ``label_list.txt``) that exists in ``folder``."""
+    for name in names + ("label_list.txt",):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            return path
+    return None

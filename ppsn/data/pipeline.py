@@ -1,4 +1,7 @@
-"""Grain pipelines for train / valid / test over any source of :mod:`ppsn.data.sources`.
+"""Grain pipelines for train / valid / test, and their sources and clip specs from a config.
+
+Sources (``make_source``) are PaddleVideo list files (:mod:`ppsn.data.lists`) or prepared TFDS
+splits (:mod:`ppsn.data.tfds`), both yielding the records of :mod:`ppsn.data.lists`.
 
 Every batch is a dict of numpy arrays:
 
@@ -37,10 +40,41 @@ import numpy as np
 
 from ppsn.data.clips import ClipSpec, load_canvas_clip, load_clip, record_name
 from ppsn.data.decode import DecodeError
+from ppsn.data.lists import ListFileSource
 
 log = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_BAD = 20
+_SPLIT_FIELDS = {"train": ("train_list", "train_split"), "valid": ("val_list", "val_split"),
+                 "test": ("test_list", "test_split")}
+
+
+def make_source(data_cfg, mode: str, num_classes: int):
+    """The source of ``mode`` ('train', 'valid' or 'test') that the config's ``data`` names."""
+    list_field, split_field = _SPLIT_FIELDS[mode]
+    if data_cfg.source == "list":
+        return ListFileSource(getattr(data_cfg, list_field), data_cfg.format,
+                              data_cfg.data_prefix, num_classes)
+    if data_cfg.source == "tfds":
+        from ppsn.data.tfds import TfdsSource
+
+        source = TfdsSource(data_cfg.tfds_name, getattr(data_cfg, split_field),
+                            data_cfg.tfds_data_dir, data_cfg.format)
+        if source.num_classes != num_classes:
+            raise ValueError(f"{source!r} has {source.num_classes} classes, the model "
+                             f"{num_classes}: set --config.model.num_classes")
+        return source
+    raise ValueError(f"data.source must be 'list' or 'tfds', got {data_cfg.source!r}")
+
+
+def clip_spec(data_cfg, mode: str) -> ClipSpec:
+    """How ``mode``'s clips are made, from the config's ``data`` section."""
+    test = mode == "test"
+    return ClipSpec(mode=mode, num_seg=data_cfg.test_num_seg if test else data_cfg.num_seg,
+                    short_size=data_cfg.short_size, target_size=data_cfg.target_size,
+                    sampling=(data_cfg.test_sampling or None) if test else None,
+                    device_crops=test and data_cfg.test_crops_on_device,
+                    canvas=data_cfg.test_canvas)
 
 
 def _process_info(process_index, process_count):

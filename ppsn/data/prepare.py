@@ -1,10 +1,10 @@
 """Prepare a dataset as TFDS ArrayRecord files (no TensorFlow needed).
 
-    python -m ppsn.data.prepare --dataset kinetics400|ucf101|synthetic \\
+    python -m ppsn.data.prepare --dataset kinetics400|ucf101|toy \\
         --manual_dir D --data_dir OUT [--config frames|videos] [--num_workers N]
 
 ``--manual_dir`` holds what you downloaded (see ``--help_dataset`` or the builder docstrings in
-``ppsn/data/builders/``); for ``synthetic`` it is generated there if absent. Prints TFDS's
+``ppsn/data/tfds/``); for ``toy`` it is generated there if absent. Prints TFDS's
 progress bars, then a summary (videos written per split, skipped files with reasons) and writes
 the skipped files to ``prepare_report.json`` beside the prepared data.
 """
@@ -24,11 +24,11 @@ def prepare(dataset: str, manual_dir: str, data_dir: str, config: str = "frames"
     """Prepare one dataset config; returns the builder (with ``written`` and ``report``)."""
     import tensorflow_datasets as tfds
 
-    from ppsn.data import synthetic
-    from ppsn.data.builders import get_builder
+    from ppsn.data import toy
+    from ppsn.data.tfds import get_builder
 
-    if dataset == "synthetic" and not os.path.exists(os.path.join(manual_dir, synthetic.MARKER)):
-        synthetic.generate(manual_dir, progress=True)
+    if dataset == "toy" and not os.path.exists(os.path.join(manual_dir, toy.MARKER)):
+        toy.generate(manual_dir, progress=True)
     if not os.path.isdir(manual_dir):
         raise FileNotFoundError(f"--manual_dir {manual_dir} does not exist")
     builder = get_builder(dataset, config, data_dir, manual_dir=manual_dir,
@@ -58,7 +58,7 @@ def summary(builder) -> str:
 
 
 def main(argv=None) -> int:
-    from ppsn.data.builders import BUILDERS
+    from ppsn.data.tfds import BUILDERS
 
     parser = argparse.ArgumentParser(prog="python -m ppsn.data.prepare",
                                      description=__doc__.split("\n\n")[0])

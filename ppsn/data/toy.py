@@ -15,13 +15,14 @@ Layout written under ``--output``::
 
 Command line::
 
-    python -m ppsn.data.synthetic --output data/toy
+    python -m ppsn.data.toy --output data/toy
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 
@@ -33,7 +34,9 @@ SHAPES = ("circle", "square", "triangle", "cross", "ring")
 COLOURS = ("warm", "cool")
 CLASS_NAMES = tuple(f"{c}_{s}" for c in COLOURS for s in SHAPES)
 SPLITS = {"train": 24, "val": 8, "test": 8}  # videos per class
-MARKER = "synthetic.json"
+MARKER = "toy.json"
+
+log = logging.getLogger(__name__)
 
 
 def _colour(family: str, rng: np.random.Generator) -> tuple[int, int, int]:
@@ -120,7 +123,7 @@ def generate(output: str, *, seed: int = 0, num_frames: int = 24, width: int = 1
              height: int = 96, videos_per_class: dict[str, int] | None = None,
              progress: bool = False) -> dict:
     """Write the dataset under ``output`` (idempotent: an existing complete copy with the same
-    settings is kept). Returns the settings, also written to ``output/synthetic.json``."""
+    settings is kept). Returns the settings, also written to ``output/toy.json``."""
     settings = {"seed": seed, "num_frames": num_frames, "width": width, "height": height,
                 "videos_per_class": dict(videos_per_class or SPLITS),
                 "classes": list(CLASS_NAMES)}
@@ -158,7 +161,7 @@ def generate(output: str, *, seed: int = 0, num_frames: int = 24, width: int = 1
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ppsn.data.synthetic", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ppsn.data.toy", description=__doc__.split("\n")[0])
     parser.add_argument("--output", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num_frames", type=int, default=24)
@@ -172,3 +175,11 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def ensure_toy_data(data_cfg) -> None:
+    """Write the embedded toy dataset to ``data_cfg.data_prefix`` when the config asks for it
+    (``generate_toy``) and it is absent (a complete copy is kept as is)."""
+    if data_cfg.generate_toy and not os.path.exists(os.path.join(data_cfg.data_prefix, MARKER)):
+        log.info("generating the toy dataset in %s", data_cfg.data_prefix)
+        generate(data_cfg.data_prefix, progress=True)

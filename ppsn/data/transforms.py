@@ -59,9 +59,12 @@ def center_crop(frames: np.ndarray, size: int) -> np.ndarray:
     return frames[:, y:y + size, x:x + size]
 
 
-def ten_crop_offsets(width: int, height: int, size: int) -> list[tuple[int, int]]:
-    """(x, y) of TenCrop's 5 positions, with PaddleVideo's integer steps, in its order."""
-    if width < size or height < size:
+def ten_crop_offsets(width, height, size: int, check: bool = True) -> list[tuple]:
+    """(x, y) of TenCrop's 5 positions, with PaddleVideo's integer steps, in its order.
+
+    Plain integer arithmetic, so it works on traced jax integers too (``check=False`` there:
+    the size check needs concrete values)."""
+    if check and (width < size or height < size):
         raise ValueError(f"cannot crop {size}x{size} from frames of {width}x{height}")
     w_step, h_step = (width - size) // 4, (height - size) // 4
     return [(0, 0), (4 * w_step, 0), (0, 4 * h_step), (4 * w_step, 4 * h_step),
@@ -104,13 +107,9 @@ def ten_crop_on_device(frames, hw, size: int):
     import jax.numpy as jnp
 
     def one(video, video_hw):
-        h, w = video_hw[0], video_hw[1]
-        w_step, h_step = (w - size) // 4, (h - size) // 4
-        offsets = [(0, 0), (4 * w_step, 0), (0, 4 * h_step), (4 * w_step, 4 * h_step),
-                   (2 * w_step, 2 * h_step)]
         views = []
         t = video.shape[0]
-        for x, y in offsets:
+        for x, y in ten_crop_offsets(video_hw[1], video_hw[0], size, check=False):
             crops = jax.lax.dynamic_slice(video, (0, y, x, 0), (t, size, size, 3))
             views += [crops, crops[:, :, ::-1]]
         return jnp.concatenate(views, axis=0)

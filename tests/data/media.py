@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ppsn.data import synthetic
+from ppsn.data import toy
 
 
 def frames(num_frames=30, width=96, height=64, seed=0):
-    return synthetic.render_video(seed % 10, num_frames, width, height, np.random.default_rng(seed))
+    return toy.render_video(seed % 10, num_frames, width, height, np.random.default_rng(seed))
 
 
 def write_video(path, codec, data, fmt=None, gop=6):

@@ -1,6 +1,6 @@
 import pytest
 
-from ppsn.data.sources import ListFileSource
+from ppsn.data.lists import ListFileSource
 
 
 def test_frames_and_videos_lists(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 
 from ppsn.data import pipeline
 from ppsn.data.clips import ClipSpec, load_clip
-from ppsn.data.sources import ListFileSource
+from ppsn.data.lists import ListFileSource
 
 SPEC = ClipSpec("train", num_seg=3, short_size=64, target_size=48)
 

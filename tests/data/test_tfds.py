@@ -12,7 +12,7 @@ from ppsn.data import pipeline
 from ppsn.data.clips import ClipSpec, load_clip
 from ppsn.data.decode import decode_jpeg
 from ppsn.data.prepare import prepare, summary
-from ppsn.data.sources import TfdsSource
+from ppsn.data.tfds import TfdsSource
 from tests.data import media
 
 
@@ -22,16 +22,16 @@ def test_tensorflow_is_not_needed():
     assert importlib.util.find_spec("tensorflow") is None, "tests must prove TF is not needed"
 
 
-def test_prepare_cli_synthetic_frames_and_read_back(toy_dir, tmp_path):
+def test_prepare_cli_toy_frames_and_read_back(toy_dir, tmp_path):
     out = tmp_path / "tfds"
     result = subprocess.run(
-        [sys.executable, "-m", "ppsn.data.prepare", "--dataset", "synthetic", "--manual_dir",
+        [sys.executable, "-m", "ppsn.data.prepare", "--dataset", "toy", "--manual_dir",
          str(toy_dir), "--data_dir", str(out), "--num_workers", "2"],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "train: 30 videos" in result.stdout and "val: 20 videos" in result.stdout
     assert "skipped: 0" in result.stdout
-    source = TfdsSource("synthetic", "val", str(out), "frames")
+    source = TfdsSource("toy", "val", str(out), "frames")
     assert len(source) == 20 and source.num_classes == 10
     record = source[0]
     assert len(record["jpegs"]) == 12
@@ -43,14 +43,14 @@ def test_prepare_cli_synthetic_frames_and_read_back(toy_dir, tmp_path):
 
 
 def test_videos_config_stores_the_file_bytes(toy_dir, tmp_path):
-    builder = prepare("synthetic", str(toy_dir), str(tmp_path), "videos")
+    builder = prepare("toy", str(toy_dir), str(tmp_path), "videos")
     assert builder.written == {"train": 30, "val": 20, "test": 10}
-    source = TfdsSource("synthetic", "test", str(tmp_path), "videos")
+    source = TfdsSource("toy", "test", str(tmp_path), "videos")
     record = source[0]
     with open(toy_dir / "videos" / f"{record['video_id']}.mp4", "rb") as f:
         assert f.read() == record["video_bytes"]
     assert load_clip(record, ClipSpec("valid", 3, 64, 48)).shape == (3, 48, 48, 3)
-    assert "already prepared" in summary(prepare("synthetic", str(toy_dir), str(tmp_path), "videos"))
+    assert "already prepared" in summary(prepare("toy", str(toy_dir), str(tmp_path), "videos"))
 
 
 def _video(path, seed=0):

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from ppsn.data import decode, transforms
-from ppsn.data.sources import ListFileSource
+from ppsn.data.lists import ListFileSource, find_list_files
 
 FRAME_SHORT_SIDE = 256
 JPEG_QUALITY = 95
@@ -68,6 +68,18 @@ def entries_from_list(list_file: str, fmt: str, data_prefix: str, num_classes: i
     return entries, skipped
 
 
+def entries_from_lists(manual_dir: str, config: str, num_classes: int,
+                       report: list[Skipped]) -> dict[str, list[Entry]]:
+    """``{split: entries}`` of the PaddleVideo list files in ``manual_dir``; bad lines go to
+    ``report``."""
+    out = {}
+    for split, (path, fmt) in find_list_files(manual_dir, config).items():
+        entries, skipped = entries_from_list(path, fmt, manual_dir, num_classes)
+        report.extend(Skipped(split, s.video_id, s.path, s.reason) for s in skipped)
+        out[split] = entries
+    return out
+
+
 def _encode_jpeg(frame: np.ndarray) -> bytes:
     import cv2
 
@@ -87,13 +99,11 @@ def _frames_of_video(path: str) -> list[bytes]:
 def _frames_of_folder(entry: Entry) -> list[bytes]:
     out = []
     for i in range(entry.num_frames):
-        path = os.path.join(entry.frame_dir, decode.FRAME_SUFFIX.format(i + 1))
         try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise decode.DecodeError(path, f"missing frame file (list says {entry.num_frames} frames)") from None
-        image = decode.decode_jpeg(data, path)
+            data = decode.read_frame_bytes(entry.frame_dir, i)
+        except decode.DecodeError as e:
+            raise decode.DecodeError(e.path, f"{e.reason} (list says {entry.num_frames} frames)") from None
+        image = decode.decode_jpeg(data, decode.frame_path(entry.frame_dir, i))
         if min(image.shape[:2]) == FRAME_SHORT_SIDE and data[:2] == b"\xff\xd8":
             out.append(data)  # already what we would write: keep the original bytes
         else:

@@ -24,11 +24,11 @@ from __future__ import annotations
 import csv
 import os
 
-from ppsn.data.builders.base import Entry, Skipped, VideoDatasetBuilder
-from ppsn.data.builders.lists import entries_from_lists, find_label_list
+from ppsn.data import decode
 from ppsn.data.labels import read_label_list
+from ppsn.data.lists import find_label_list
+from ppsn.data.tfds.base import Entry, Skipped, VideoDatasetBuilder, entries_from_lists
 
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi")
 OFFICIAL = {"train": ("train.csv", ("train", "videos_train")),
             "val": ("validate.csv", ("val", "validate", "videos_val"))}
 
@@ -67,7 +67,7 @@ class Kinetics400(VideoDatasetBuilder, skip_registration=True):
             for folder in folders:
                 for root, _, names_ in os.walk(os.path.join(manual_dir, folder)):
                     for n in names_:
-                        if n.endswith(VIDEO_EXTENSIONS):
+                        if n.lower().endswith(decode.VIDEO_EXTENSIONS):
                             files[os.path.splitext(n)[0]] = os.path.join(root, n)
             entries = []
             with open(csv_path, newline="", encoding="utf-8") as f:

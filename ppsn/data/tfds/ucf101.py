@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import os
 
-from ppsn.data.builders.base import Entry, Skipped, VideoDatasetBuilder
-from ppsn.data.builders.lists import entries_from_lists, find_label_list
 from ppsn.data.labels import read_label_list
+from ppsn.data.lists import find_label_list
+from ppsn.data.tfds.base import Entry, Skipped, VideoDatasetBuilder, entries_from_lists
 
 SPLIT_LISTS = "ucfTrainTestlist"
 
