@@ -2,7 +2,7 @@
 
     python -m ppsn.main --config=configs/pptsn_toy.py --workdir=output/toy
 
-Generates the dataset into ``data/toy`` if absent (``python -m ppsn.data.synthetic``), trains,
+Generates the dataset into ``data/toy`` if absent (``python -m ppsn.data.toy``), trains,
 validates every epoch and keeps the best model in ``output/toy/best``. Expected: about 98%
 validation Top-1 (>= 90% required) in about 3-4 minutes on 2 CPU cores (280 steps of 0.5 s).
 """

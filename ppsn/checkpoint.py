@@ -1,12 +1,16 @@
-"""Orbax checkpoints of model variables.
+"""Every read and write of model variables and train state, and finding them (Orbax).
 
 A *variables checkpoint* is a directory holding::
 
     DIR/variables/   an Orbax (StandardCheckpointer) tree {'params', 'batch_stats'}
     DIR/ppsn.json    what the tree is: depth, num_classes, where it came from
 
-It is what ``python -m ppsn.convert.paddle`` writes and what fine-tuning (``init_from``), test
-mode and export load.
+It is what ``python -m ppsn.convert.paddle`` writes, what a run keeps as ``WORKDIR/best`` and
+what fine-tuning (``init_from``), test mode and export load. *Train checkpoints*
+(``WORKDIR/checkpoints/<step>``, :class:`TrainCheckpointer`) hold the whole train state, the
+rng, each process's Grain iterator and ``meta`` (the task, which subtree of the state is the
+served model, depth and classes). :func:`load_weights` finds the served variables in any of
+these.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import numpy as np
 
 VARIABLES_DIR = "variables"
 META_FILE = "ppsn.json"
+BEST_DIR = "best"
+TRAIN_DIR = "checkpoints"
 
 
 def _is_primary() -> bool:
@@ -108,9 +114,30 @@ def save_variables_atomically(directory: str | os.PathLike, variables, meta) -> 
     return directory
 
 
+def load_weights(path: str | os.PathLike) -> tuple[dict, dict]:
+    """The served model's variables (numpy) from a variables checkpoint, or from a training
+    workdir (its ``best/``, else its latest train checkpoint); returns ``(variables, meta)``
+    where ``meta`` records ``path`` (what was read), and ``depth`` / ``num_classes`` when the
+    checkpoint says them."""
+    path = os.path.abspath(os.fspath(path))
+    for candidate in (path, os.path.join(path, BEST_DIR)):
+        if os.path.exists(os.path.join(candidate, META_FILE)):
+            variables, meta = load_variables(candidate)
+            return variables, {**meta, "path": candidate}
+    train_dir = os.path.join(path, TRAIN_DIR)
+    steps = sorted(int(p) for p in os.listdir(train_dir) if p.isdigit()) if os.path.isdir(
+        train_dir) else []
+    if not steps:
+        raise FileNotFoundError(f"{path}: not a ppsn checkpoint (no {META_FILE}, {BEST_DIR}/ "
+                                f"or {TRAIN_DIR}/ with a saved step)")
+    return TrainCheckpointer.read_served(train_dir, steps[-1])
+
+
 class TrainCheckpointer:
     """Periodic train checkpoints in ``workdir/checkpoints``: the train state (params,
-    batch_stats, optimizer state, step), the base rng and every process's Grain iterator state.
+    batch_stats, optimizer state, step), the base rng, every process's Grain iterator state and
+    ``meta`` (JSON: the task's description of the served model, see
+    :meth:`ppsn.train.tasks.Task.meta`).
 
     Saving is asynchronous and atomic (Orbax writes to a temporary directory and renames it), so
     a run killed at any moment restarts from its last complete checkpoint; the newest ``keep``
@@ -121,22 +148,24 @@ class TrainCheckpointer:
         import orbax.checkpoint as ocp
 
         self._ocp, self._grain = ocp, grain
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.directory = os.path.join(os.path.abspath(workdir), TRAIN_DIR)
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
             item_handlers={"state": ocp.StandardCheckpointHandler(),
-                           "data": grain.checkpoint.CheckpointHandler()},
+                           "data": grain.checkpoint.CheckpointHandler(),
+                           "meta": ocp.JsonCheckpointHandler()},
         )
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state, rng, data_iterator) -> None:
+    def save(self, step: int, state, rng, data_iterator, meta: Mapping[str, Any]) -> None:
         ocp = self._ocp
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave({"state": state, "rng": rng}),
-            data=self._grain.checkpoint.CheckpointSave(data_iterator)))
+            data=self._grain.checkpoint.CheckpointSave(data_iterator),
+            meta=ocp.args.JsonSave(dict(meta))))
 
     def restore(self, abstract_state, abstract_rng, data_iterator, step: int | None = None):
         """Restores into ``data_iterator`` in place; returns ``(state, rng, step)``."""
@@ -146,6 +175,23 @@ class TrainCheckpointer:
             state=ocp.args.StandardRestore({"state": abstract_state, "rng": abstract_rng}),
             data=self._grain.checkpoint.CheckpointRestore(data_iterator)))
         return restored.state["state"], restored.state["rng"], step
+
+    @staticmethod
+    def read_served(directory: str, step: int) -> tuple[dict, dict]:
+        """The served variables (numpy) and meta of train checkpoint ``step`` in ``directory``."""
+        import jax
+        import orbax.checkpoint as ocp
+
+        step_dir = os.path.join(directory, str(step))
+        with ocp.StandardCheckpointer() as ckptr:
+            state = ckptr.restore(os.path.join(step_dir, "state"))["state"]
+        meta_dir = os.path.join(step_dir, "meta")
+        meta = {}
+        if os.path.isdir(meta_dir):
+            meta = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(meta_dir)
+        key = meta.get("serving_key")
+        variables = {k: state[k][key] if key else state[k] for k in ("params", "batch_stats")}
+        return jax.tree.map(np.asarray, variables), {**meta, "path": step_dir}
 
     def wait(self):
         self.manager.wait_until_finished()

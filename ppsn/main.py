@@ -37,7 +37,7 @@ def main(argv):
     else:
         if not FLAGS.weights:
             raise app.UsageError("--weights is required for --mode=test")
-        from ppsn.evaluate import run_test
+        from ppsn.test_mode import run_test
 
         run_test(FLAGS.config, FLAGS.weights,
                  FLAGS.workdir or os.path.join(FLAGS.weights, "test"))

@@ -12,7 +12,10 @@ import ml_collections
 
 def pptsn_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.model = ml_collections.ConfigDict(dict(depth=50, num_classes=400, dropout_rate=0.4))
+    c.model = ml_collections.ConfigDict(dict(
+        depth=50, num_classes=400, dropout_rate=0.4,
+        conv_impl="auto",         # how convolutions are computed: see ppsn.models.conv
+    ))
     c.data = ml_collections.ConfigDict(dict(
         source="list",            # 'list': PaddleVideo list files; 'tfds': ppsn.data.prepare output
         format="frames",          # 'frames' (img_{:05}.jpg folders / JPEG records) or 'videos'
@@ -49,7 +52,7 @@ def pptsn_config() -> ml_collections.ConfigDict:
         warmup_epochs=10, warmup_start_lr=0.005,
     ))
     c.loss = ml_collections.ConfigDict(dict(label_smoothing=0.1, mixup_alpha=0.2))
-    # Knowledge distillation (ppsn.train.distill). mode '': off; 'kd': a frozen teacher
+    # Knowledge distillation (ppsn.train.tasks). mode '': off; 'kd': a frozen teacher
     # (teacher_checkpoint required); 'dml': student and teacher learn from each other (the
     # teacher starts from teacher_checkpoint if set, else from scratch).
     c.distill = ml_collections.ConfigDict(dict(
@@ -107,7 +110,7 @@ def toy_config() -> ml_collections.ConfigDict:
     config.data.val_list = "data/toy/val_frames.list"
     config.data.test_list = "data/toy/test_frames.list"
     config.data.label_list = "data/toy/label_list.txt"
-    config.data.tfds_name = "synthetic"
+    config.data.tfds_name = "toy"
     config.data.short_size = 64
     config.data.target_size = 56
     config.data.test_num_seg = 5

@@ -1,4 +1,4 @@
-"""Test mode: TenCrop Top-1 / Top-5 over a whole list, each video scored exactly once.
+"""The test mode: TenCrop Top-1 / Top-5 over a whole list, each video scored exactly once.
 
     python -m ppsn.main --config=configs/pptsn_k400_frames.py --mode=test --weights=DIR
 
@@ -29,37 +29,13 @@ import numpy as np
 from tqdm import tqdm
 
 from ppsn import checkpoint, parallel
-from ppsn.data import datasets, pipeline
+from ppsn.data import pipeline
 from ppsn.data.labels import read_label_names
 from ppsn.data.transforms import normalize, ten_crop_on_device
 from ppsn.models import chunked_logits
-from ppsn.train import distill, initialize
+from ppsn.train import initialize
 
 log = logging.getLogger(__name__)
-
-
-def load_weights(path: str) -> tuple[dict, str]:
-    """Variables from a variables checkpoint or a training workdir; returns (variables, what)."""
-    path = os.path.abspath(path)
-    if os.path.exists(os.path.join(path, checkpoint.META_FILE)):
-        return checkpoint.load_variables(path)[0], path
-    best = os.path.join(path, "best")
-    if os.path.exists(os.path.join(best, checkpoint.META_FILE)):
-        return checkpoint.load_variables(best)[0], best
-    ckpt_dir = os.path.join(path, "checkpoints")
-    if os.path.isdir(ckpt_dir):
-        import orbax.checkpoint as ocp
-
-        steps = sorted(int(p) for p in os.listdir(ckpt_dir) if p.isdigit())
-        if steps:
-            state_dir = os.path.join(ckpt_dir, str(steps[-1]), "state")
-            with ocp.StandardCheckpointer() as ckptr:
-                restored = ckptr.restore(state_dir)
-            state = restored["state"]
-            variables = distill.student_variables(state["params"], state["batch_stats"])
-            return jax.tree.map(np.asarray, variables), state_dir
-    raise FileNotFoundError(f"{path}: not a ppsn checkpoint (no {checkpoint.META_FILE}, best/ "
-                            "or checkpoints/)")
 
 
 def score_fn(model, mesh, spec, views_per_chunk: int = 0):
@@ -93,10 +69,11 @@ def run_test(config, weights: str, output_dir: str) -> dict:
     parallel.initialize_distributed()
     mesh = parallel.make_mesh()
     num_classes = config.model.num_classes
-    source = datasets.make_source(config.data, "test", num_classes)
-    spec = datasets.clip_spec(config.data, "test")
+    source = pipeline.make_source(config.data, "test", num_classes)
+    spec = pipeline.clip_spec(config.data, "test")
     local = parallel.check_batch_size(config.test_batch_size, mesh)
-    variables, what = load_weights(weights)
+    variables, meta = checkpoint.load_weights(weights)
+    what = meta["path"]
     model = initialize.build_model(config)
     variables = jax.device_put(variables, parallel.replicated(mesh))
     score = score_fn(model, mesh, spec, config.data.test_views_per_chunk)

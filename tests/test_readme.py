@@ -41,10 +41,10 @@ RULES = [
     (r"python -m ppsn\.main --config=configs/pptsn_k400_frames_distill_r101\.py .*", "test",
      T + "train/test_distill.py::test_kd_step_keeps_the_teacher_frozen_and_out_of_the_optimizer"),
     (r"python -m ppsn\.main .* --mode=test .*", "test",
-     T + "test_evaluate.py::test_every_video_is_scored_once_on_any_device_count"),
-    (r"python -m ppsn\.data\.synthetic --output data/toy", "run", None),
+     T + "test_test_mode.py::test_every_video_is_scored_once_on_any_device_count"),
+    (r"python -m ppsn\.data\.toy --output data/toy", "run", None),
     (r"python -m ppsn\.data\.prepare .*", "test",
-     T + "data/test_builders.py::test_prepare_cli_synthetic_frames_and_read_back"),
+     T + "data/test_tfds.py::test_prepare_cli_toy_frames_and_read_back"),
     (r"python -m ppsn\.data\.check .*", "test",
      T + "data/test_check.py::test_check_cli_finds_every_kind_of_bad_entry"),
     (r"launch/local\.sh --processes 2 .*", "test",
@@ -74,9 +74,9 @@ RULES = [
 # Where each CLI defines its flags (argparse or absl), for the flag-name check.
 CLI_SOURCES = {
     "ppsn.main": ["ppsn/main.py"], "ppsn.export": ["ppsn/export.py"],
-    "ppsn.predict": ["ppsn/predict.py"], "ppsn.benchmark": ["ppsn/benchmark.py"],
+    "ppsn.predict": ["ppsn/predict.py"], "ppsn.benchmark": ["ppsn/benchmark/pipeline.py", "ppsn/benchmark/train_step.py", "ppsn/benchmark/eval.py", "ppsn/benchmark/predict.py"],
     "ppsn.convert.paddle": ["ppsn/convert/paddle.py"], "ppsn.data.prepare": ["ppsn/data/prepare.py"],
-    "ppsn.data.check": ["ppsn/data/check.py"], "ppsn.data.synthetic": ["ppsn/data/synthetic.py"],
+    "ppsn.data.check": ["ppsn/data/check.py"], "ppsn.data.toy": ["ppsn/data/toy.py"],
 }
 
 
@@ -193,7 +193,7 @@ def test_cheap_commands_run_as_written(command, scratch):
     done = subprocess.run(command, shell=True, cwd=scratch, capture_output=True, text=True,
                           timeout=600, env=env)
     assert done.returncode == 0, f"{command}\n{done.stdout[-1000:]}\n{done.stderr[-2000:]}"
-    if "synthetic" in command:
+    if "ppsn.data.toy" in command:
         assert (scratch / "data" / "toy" / "train_frames.list").exists()
     else:
         assert "python -m ppsn.main" in done.stdout  # what the launcher would run

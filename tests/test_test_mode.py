@@ -86,8 +86,9 @@ def test_device_crops_score_exactly_like_host_crops(toy_dir, weights):
     from ppsn import parallel
     from ppsn.data import pipeline
     from ppsn.data.clips import ClipSpec
-    from ppsn.data.sources import ListFileSource
-    from ppsn.evaluate import load_weights, score_fn
+    from ppsn.data.lists import ListFileSource
+    from ppsn.checkpoint import load_weights
+    from ppsn.test_mode import score_fn
 
     source = ListFileSource(str(toy_dir / "test_videos.list"), "videos", str(toy_dir))
     variables, _ = load_weights(str(weights))

@@ -8,6 +8,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from ppsn import checkpoint
 from ppsn.models import TSN
@@ -16,35 +17,17 @@ log = logging.getLogger(__name__)
 
 
 def build_model(config, dtype=None) -> TSN:
+    """The TSN of ``config.model`` in the run's compute dtype (``config.amp``)."""
     if dtype is None:
         dtype = jnp.bfloat16 if config.amp else jnp.float32
     return TSN(depth=config.model.depth, num_classes=config.model.num_classes,
-               dropout_rate=config.model.dropout_rate, dtype=dtype)
+               dropout_rate=config.model.dropout_rate, dtype=dtype,
+               conv_impl=config.model.conv_impl)
 
 
 def scratch_variables(model: TSN, seed: int, size: int = 32):
     x = jnp.zeros((1, 1, size, size, 3), jnp.float32)
     return jax.jit(model.init)(jax.random.PRNGKey(seed), x)
-
-
-def _flatten(tree, prefix=()):
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, prefix + (k,)))
-        else:
-            out[prefix + (k,)] = v
-    return out
-
-
-def _unflatten(flat):
-    tree: dict = {}
-    for path, v in flat.items():
-        node = tree
-        for k in path[:-1]:
-            node = node.setdefault(k, {})
-        node[path[-1]] = v
-    return tree
 
 
 def merge_loaded(initial, loaded, source: str):
@@ -53,8 +36,8 @@ def merge_loaded(initial, loaded, source: str):
     The backbone must match exactly (same names and shapes; any difference is an error listing
     them). A head that is absent (ImageNet backbones) or of another class count (fine-tuning on
     another dataset) keeps its fresh initialization, with a log line saying so."""
-    init_flat = _flatten(jax.tree.map(np.asarray, initial))
-    load_flat = _flatten(loaded)
+    init_flat = traverse_util.flatten_dict(jax.tree.map(np.asarray, initial))
+    load_flat = traverse_util.flatten_dict(loaded)
     head = {p for p in init_flat if p[1] == "fc"}
     loaded_head = {p for p in load_flat if p[1] == "fc"}
     body_init = set(init_flat) - head
@@ -78,7 +61,7 @@ def merge_loaded(initial, loaded, source: str):
                  "re-initialized", source, load_flat[("params", "fc", "bias")].shape[0])
     else:
         log.info("initialized the backbone from %s (it has no head)", source)
-    return _unflatten(merged)
+    return traverse_util.unflatten_dict(merged)
 
 
 def initial_variables(config, model: TSN):

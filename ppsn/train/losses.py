@@ -1,6 +1,9 @@
-"""Losses and metrics of PP-TSN: label-smoothed cross-entropy, mixup, top-k accuracy."""
+"""Losses and metrics of PP-TSN: label-smoothed cross-entropy, mixup, top-k accuracy, and the
+distillation losses (Hinton's kd, DML's symmetric KL)."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +23,22 @@ def topk_correct(logits, labels, k: int):
     return (higher < k).astype(jnp.float32)
 
 
+class Targets(NamedTuple):
+    """Mixed-up targets: every loss and accuracy is ``lam * f(labels) + (1 - lam) * f(labels_b)``."""
+
+    labels: jax.Array
+    labels_b: jax.Array
+    lam: jax.Array
+
+    @classmethod
+    def unmixed(cls, labels):
+        return cls(labels, labels, jnp.float32(1.0))
+
+    def mix(self, f):
+        """``lam * f(labels) + (1 - lam) * f(labels_b)`` for a per-example function ``f``."""
+        return self.lam * f(self.labels) + (1.0 - self.lam) * f(self.labels_b)
+
+
 def mixup(images, labels, rng, alpha: float):
     """PaddleVideo's Mixup: one ``lam ~ Beta(alpha, alpha)`` for the batch and a permutation.
 
@@ -30,3 +49,27 @@ def mixup(images, labels, rng, alpha: float):
     perm = jax.random.permutation(perm_rng, images.shape[0])
     mixed = lam * images + (1.0 - lam) * images[perm]
     return mixed.astype(images.dtype), labels[perm], lam
+
+
+def mixed_cross_entropy(logits, targets: Targets, num_classes: int, smoothing: float):
+    """Per-example label-smoothed CE on mixed-up targets."""
+    return targets.mix(lambda y: smoothed_cross_entropy(logits, y, num_classes, smoothing))
+
+
+def kl_divergence(p_logits, q_logits, temperature: float):
+    """Per-example ``KL(softmax(p / T) || softmax(q / T))`` in float32."""
+    p_log = jax.nn.log_softmax(p_logits.astype(jnp.float32) / temperature, axis=-1)
+    q_log = jax.nn.log_softmax(q_logits.astype(jnp.float32) / temperature, axis=-1)
+    return jnp.sum(jnp.exp(p_log) * (p_log - q_log), axis=-1)
+
+
+def kd_loss(student_logits, teacher_logits, temperature: float):
+    """Per-example ``T^2 KL(teacher || student)``; no gradient reaches the teacher."""
+    teacher_logits = jax.lax.stop_gradient(teacher_logits)
+    return temperature ** 2 * kl_divergence(teacher_logits, student_logits, temperature)
+
+
+def dml_loss(a_logits, b_logits, temperature: float):
+    """Per-example symmetric ``T^2 (KL(a || b) + KL(b || a)) / 2``: gradients reach both."""
+    return temperature ** 2 * 0.5 * (kl_divergence(a_logits, b_logits, temperature)
+                                     + kl_divergence(b_logits, a_logits, temperature))

@@ -1,12 +1,11 @@
-"""Pure step functions: ``train_step(state, batch, rng)`` and ``eval_step(state, batch)``.
+"""Pure step functions, written once against a task (:mod:`ppsn.train.tasks`).
 
-Batches arrive as uint8 frames; normalization and mixup happen here, on the device. ``rng``
-is the run's base key; the step's randomness is ``fold_in(rng, state.step)``, so a resumed run
-draws exactly what an uninterrupted one would. ``jit_steps`` compiles them with explicit
-shardings over a mesh (the train state replicated and donated, batches split along the batch
-axis). Distillation (:mod:`ppsn.train.distill`): with ``kd`` the frozen teacher's variables are
-one more, replicated and never donated, argument of the train step; with ``dml`` the state holds
-both models.
+``train_step(cfg, state, batch, rng, constants)`` and ``eval_step(cfg, state, batch)``. Batches
+arrive as uint8 frames; normalization and mixup happen here, on the device. ``rng`` is the
+run's base key; the step's randomness is ``fold_in(rng, state.step)``, so a resumed run draws
+exactly what an uninterrupted one would. ``jit_steps`` compiles them with explicit shardings
+over a mesh: the train state replicated and donated, batches split along the batch axis, the
+task's ``constants`` (a ``kd`` teacher) replicated once and never donated.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import optax
 
 from ppsn import parallel
 from ppsn.data.transforms import normalize
-from ppsn.train import distill, losses
+from ppsn.train import losses, optim
 
 
 @flax.struct.dataclass
@@ -36,18 +35,22 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
-    """What the steps need besides the state: the model and the loss settings."""
+    """What the steps need besides the state: the task, the optimizer and mixup."""
 
-    model: Any  # a flax module: TSN
+    task: Any  # a ppsn.train.tasks.Task
     tx: optax.GradientTransformation
     schedule: Callable
-    num_classes: int
-    label_smoothing: float = 0.1
     mixup_alpha: float = 0.2
-    distill_mode: str = ""  # '', 'kd' or 'dml'
-    teacher: Any = None  # the teacher TSN for 'kd' / 'dml'
-    temperature: float = 1.0
-    distill_weight: float = 1.0
+
+
+def step_config(task, config, steps_per_epoch: int) -> StepConfig:
+    """The recipe's optimizer and schedule (``config.optim``, ``num_epochs``) for ``task``."""
+    params = jax.eval_shape(lambda: task.scratch_variables(0))["params"]
+    return StepConfig(
+        task=task,
+        tx=optim.make_optimizer(config.optim, params, config.num_epochs, steps_per_epoch),
+        schedule=optim.make_schedule(config.optim, config.num_epochs, steps_per_epoch),
+        mixup_alpha=config.loss.mixup_alpha)
 
 
 def create_state(variables, tx: optax.GradientTransformation) -> TrainState:
@@ -55,70 +58,35 @@ def create_state(variables, tx: optax.GradientTransformation) -> TrainState:
                       batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"]))
 
 
-def train_step(cfg: StepConfig, state: TrainState, batch, rng,
-               teacher_variables=None) -> tuple[TrainState, dict]:
-    """One optimizer step. ``teacher_variables``: the frozen teacher (``kd`` only).
+def train_step(cfg: StepConfig, state: TrainState, batch, rng, constants=()
+               ) -> tuple[TrainState, dict]:
+    """One optimizer step.
 
-    Metrics: ``loss`` (the total), ``ce`` (the student's label-smoothed, mixed CE), with
-    distillation ``kd`` or ``dml`` (the weighted distillation term) and, for ``dml``,
-    ``ce_teacher``; ``top1``/``top5`` of the student on the mixed labels, ``lr``, ``param_norm``."""
+    Metrics: ``loss`` (the total) and the task's parts (``ce``, ``kd``, ...), ``top1``/``top5``
+    of the served model on the mixed labels, ``lr``, ``param_norm``."""
+    task = cfg.task
     rng = jax.random.fold_in(rng, state.step)
     mix_rng, dropout_rng = jax.random.split(rng)
     images = normalize(batch["frames"])
-    labels = batch["label"]
     if cfg.mixup_alpha > 0:
-        images, labels_b, lam = losses.mixup(images, labels, mix_rng, cfg.mixup_alpha)
+        images, labels_b, lam = losses.mixup(images, batch["label"], mix_rng, cfg.mixup_alpha)
+        targets = losses.Targets(batch["label"], labels_b, lam)
     else:
-        labels_b, lam = labels, jnp.float32(1.0)
-
-    def mixed_ce(logits):
-        ce_a = losses.smoothed_cross_entropy(logits, labels, cfg.num_classes, cfg.label_smoothing)
-        ce_b = losses.smoothed_cross_entropy(logits, labels_b, cfg.num_classes, cfg.label_smoothing)
-        return jnp.mean(lam * ce_a + (1.0 - lam) * ce_b)
-
-    if cfg.distill_mode == "kd":
-        if teacher_variables is None:
-            raise ValueError("distill_mode='kd' needs the teacher's variables")
-        teacher_logits = jax.lax.stop_gradient(
-            cfg.teacher.apply(teacher_variables, images, train=False))
+        targets = losses.Targets.unmixed(batch["label"])
 
     def loss_fn(params):
-        if cfg.distill_mode == "dml":
-            s_rng, t_rng = jax.random.split(dropout_rng)
-            logits, s_updates = cfg.model.apply(
-                {"params": params[distill.STUDENT], "batch_stats": state.batch_stats[distill.STUDENT]},
-                images, train=True, rngs={"dropout": s_rng}, mutable=["batch_stats"])
-            t_logits, t_updates = cfg.teacher.apply(
-                {"params": params[distill.TEACHER], "batch_stats": state.batch_stats[distill.TEACHER]},
-                images, train=True, rngs={"dropout": t_rng}, mutable=["batch_stats"])
-            ce, ce_teacher = mixed_ce(logits), mixed_ce(t_logits)
-            dml = cfg.distill_weight * jnp.mean(distill.dml_loss(logits, t_logits, cfg.temperature))
-            parts = {"ce": ce, "ce_teacher": ce_teacher, "dml": dml}
-            new_stats = distill.pair(s_updates["batch_stats"], t_updates["batch_stats"])
-            return ce + ce_teacher + dml, (logits, new_stats, parts)
-        logits, updates = cfg.model.apply(
-            {"params": params, "batch_stats": state.batch_stats}, images, train=True,
-            rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
-        ce = mixed_ce(logits)
-        parts = {"ce": ce}
-        loss = ce
-        if cfg.distill_mode == "kd":
-            parts["kd"] = cfg.distill_weight * jnp.mean(
-                distill.kd_loss(logits, teacher_logits, cfg.temperature))
-            loss = ce + parts["kd"]
-        return loss, (logits, updates["batch_stats"], parts)
+        return task.loss(params, state.batch_stats, images, targets, dropout_rng, constants)
 
     (loss, (logits, batch_stats, parts)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)
     updates, opt_state = cfg.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
 
-    def mixed(k):
-        return jnp.mean(lam * losses.topk_correct(logits, labels, k)
-                        + (1.0 - lam) * losses.topk_correct(logits, labels_b, k))
+    def accuracy(k):
+        return jnp.mean(targets.mix(lambda y: losses.topk_correct(logits, y, k)))
 
-    metrics = {"loss": loss, **parts, "top1": mixed(1), "top5": mixed(min(5, cfg.num_classes)),
-               "lr": cfg.schedule(state.step),
+    metrics = {"loss": loss, **parts, "top1": accuracy(1),
+               "top5": accuracy(min(5, task.num_classes)), "lr": cfg.schedule(state.step),
                # Finite iff every new parameter is: the loop never checkpoints a broken state.
                "param_norm": optax.tree.norm(params)}
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
@@ -127,38 +95,38 @@ def train_step(cfg: StepConfig, state: TrainState, batch, rng,
 
 
 def eval_step(cfg: StepConfig, state: TrainState, batch) -> dict:
-    """Sums over the real (``mask``) examples: loss (no smoothing), top1, top5, count."""
+    """Sums over the real (``mask``) examples of the served model: loss (no smoothing), top1,
+    top5, count."""
+    task = cfg.task
     images = normalize(batch["frames"])
-    logits = cfg.model.apply(distill.student_variables(state.params, state.batch_stats), images,
-                             train=False)
+    logits = task.serving_model.apply(task.serving_variables(state.params, state.batch_stats),
+                                      images, train=False)
     labels = jnp.maximum(batch["label"], 0)  # padding carries -1
     mask = batch["mask"].astype(jnp.float32)
-    ce = losses.smoothed_cross_entropy(logits, labels, cfg.num_classes, 0.0)
+    ce = losses.smoothed_cross_entropy(logits, labels, task.num_classes, 0.0)
     return {"loss": jnp.sum(ce * mask),
             "top1": jnp.sum(losses.topk_correct(logits, labels, 1) * mask),
-            "top5": jnp.sum(losses.topk_correct(logits, labels, min(5, cfg.num_classes)) * mask),
+            "top5": jnp.sum(losses.topk_correct(logits, labels, min(5, task.num_classes)) * mask),
             "count": jnp.sum(mask)}
 
 
-def jit_steps(cfg: StepConfig, mesh, teacher_variables=None):
-    """``(train_step(state, batch, rng), eval_step(state, batch))`` compiled for ``mesh``.
+def jit_steps(cfg: StepConfig, mesh):
+    """``(train(state, batch, rng), evaluate(state, batch))`` compiled for ``mesh``.
 
-    With ``kd``, ``teacher_variables`` are placed like the state (replicated) once and bound
-    to the train step as an argument that is never donated, so they stay bit-identical."""
+    The task's constants are placed like the state (replicated) once and bound to the train
+    step as an argument that is never donated, so they stay bit-identical; ``train.constants``
+    holds them on the devices."""
     rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    if cfg.distill_mode == "kd":
-        teacher = jax.device_put(teacher_variables, rep)
-        jitted = jax.jit(lambda s, b, r, t: train_step(cfg, s, b, r, t),
-                         in_shardings=(rep, data, rep, rep), out_shardings=(rep, rep),
-                         donate_argnums=0)
+    constants = jax.device_put(cfg.task.constants, rep)
+    jitted = jax.jit(lambda s, b, r, c: train_step(cfg, s, b, r, c),
+                     in_shardings=(rep, data, rep, rep), out_shardings=(rep, rep),
+                     donate_argnums=0)
 
-        def train(s, b, r):
-            return jitted(s, b, r, teacher)
+    def train(state, batch, rng):
+        return jitted(state, batch, rng, constants)
 
-        train.teacher_variables = teacher
-    else:
-        train = jax.jit(lambda s, b, r: train_step(cfg, s, b, r), in_shardings=(rep, data, rep),
-                        out_shardings=(rep, rep), donate_argnums=0)
+    train.jitted = jitted
+    train.constants = constants
     evaluate = jax.jit(lambda s, b: eval_step(cfg, s, b), in_shardings=(rep, data),
                        out_shardings=rep)
     return train, evaluate

@@ -16,7 +16,7 @@ import numpy as np
 
 from ppsn import parallel
 from ppsn.recipe import pptsn_config
-from ppsn.train import initialize, optim, steps
+from ppsn.train import steps, tasks
 
 GLOBAL_BATCH = 8
 
@@ -36,12 +36,11 @@ def main():
     # amplifies float rounding (summation order differs between device counts).
     config.optim.base_lr, config.optim.warmup_start_lr = 0.002, 0.001
     config.optim.fc_weight_lr_mult = config.optim.fc_bias_lr_mult = 1.0
-    model = initialize.build_model(config)
-    variables = initialize.scratch_variables(model, seed=0)
-    tx = optim.make_optimizer(config.optim, variables["params"], 100, 10)
-    cfg = steps.StepConfig(model, tx, optim.make_schedule(config.optim, 100, 10), 10)
+    task = tasks.Task(config)
+    variables = task.scratch_variables(seed=0)
+    cfg = steps.step_config(task, config, steps_per_epoch=10)
     train, _ = steps.jit_steps(cfg, mesh)
-    state = jax.device_put(steps.create_state(jax.tree.map(np.asarray, variables), tx),
+    state = jax.device_put(steps.create_state(jax.tree.map(np.asarray, variables), cfg.tx),
                            parallel.replicated(mesh))
     rng = jax.device_put(jax.random.PRNGKey(0), parallel.replicated(mesh))
     data = np.random.default_rng(0)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from ppsn import checkpoint, parallel
-from ppsn.evaluate import load_weights
+from ppsn.checkpoint import load_weights
 from ppsn.recipe import pptsn_config
-from ppsn.train import distill, initialize, optim, steps
+from ppsn.train import initialize, losses, optim, steps, tasks
 from tests.conftest import REPO_ROOT
 from tests.train.test_loop import _tiny_flags
 
@@ -30,13 +30,13 @@ def test_kd_loss_is_hintons_kl_and_reaches_only_the_student():
 
     p_t, p_s = softmax(t / temp), softmax(s / temp)
     expected = temp ** 2 * np.sum(p_t * (np.log(p_t) - np.log(p_s)), axis=-1)
-    np.testing.assert_allclose(distill.kd_loss(s, t, temp), expected, rtol=1e-5)
-    g_t = jax.grad(lambda t_: distill.kd_loss(s, t_, temp).sum())(t)
+    np.testing.assert_allclose(losses.kd_loss(s, t, temp), expected, rtol=1e-5)
+    g_t = jax.grad(lambda t_: losses.kd_loss(s, t_, temp).sum())(t)
     assert not np.any(np.asarray(g_t))  # the teacher gets no gradient
-    assert float(distill.kd_loss(t, t, temp).max()) == pytest.approx(0.0, abs=1e-6)
-    sym = distill.dml_loss(s, t, temp)
-    np.testing.assert_allclose(sym, distill.dml_loss(t, s, temp), rtol=1e-6)
-    g_a, g_b = jax.grad(lambda a, b: distill.dml_loss(a, b, temp).sum(), argnums=(0, 1))(s, t)
+    assert float(losses.kd_loss(t, t, temp).max()) == pytest.approx(0.0, abs=1e-6)
+    sym = losses.dml_loss(s, t, temp)
+    np.testing.assert_allclose(sym, losses.dml_loss(t, s, temp), rtol=1e-6)
+    g_a, g_b = jax.grad(lambda a, b: losses.dml_loss(a, b, temp).sum(), argnums=(0, 1))(s, t)
     assert np.any(np.asarray(g_a)) and np.any(np.asarray(g_b))  # DML: both learn
 
 
@@ -44,43 +44,44 @@ def test_bad_distill_config_is_refused(tmp_path):
     config = pptsn_config()
     config.distill.mode = "hinton"
     with pytest.raises(ValueError, match="kd"):
-        distill.check_config(config.distill)
+        tasks.task_class(config)
     config.distill.mode = "kd"
     with pytest.raises(ValueError, match="teacher_checkpoint"):
-        distill.check_config(config.distill)
+        tasks.task_class(config)
     config.model.num_classes, config.distill.teacher_depth = 10, 18
     config.distill.teacher_checkpoint = str(tmp_path / "missing")
-    teacher = distill.teacher_model(config, jnp.float32)
+    teacher = tasks.teacher_model(config, jnp.float32)
     with pytest.raises(FileNotFoundError, match="convert"):
-        distill.load_teacher_variables(config, teacher)
-    other = initialize.scratch_variables(distill.teacher_model(config, jnp.float32).clone(
+        tasks.load_teacher_variables(config, teacher)
+    other = initialize.scratch_variables(tasks.teacher_model(config, jnp.float32).clone(
         num_classes=5), 0)
     checkpoint.save_variables(tmp_path / "five", other, {"depth": 18, "num_classes": 5})
     config.distill.teacher_checkpoint = str(tmp_path / "five")
     with pytest.raises(ValueError, match="5 classes"):
-        distill.load_teacher_variables(config, teacher)
+        tasks.load_teacher_variables(config, teacher)
     config.distill.teacher_depth = 34
     with pytest.raises(ValueError, match="ResNet18-vd"):
-        distill.load_teacher_variables(config, distill.teacher_model(config, jnp.float32))
+        tasks.load_teacher_variables(config, tasks.teacher_model(config, jnp.float32))
 
 
 def _kd_setup(mode):
     config = pptsn_config()
-    config.model.depth, config.model.num_classes = 18, 10
-    config.distill.teacher_depth = 34
-    model = initialize.build_model(config)
-    teacher = distill.teacher_model(config, jnp.float32)
-    variables = jax.tree.map(np.asarray, initialize.scratch_variables(model, 0))
+    config.model.depth, config.model.num_classes, config.num_epochs = 18, 10, 10
+    config.distill.mode, config.distill.teacher_depth = mode, 34
+    config.distill.temperature, config.distill.weight = 4.0, 1.0
+    teacher = tasks.teacher_model(config, jnp.float32)
     t_vars = jax.tree.map(np.asarray, initialize.scratch_variables(teacher, 1))
-    if mode == "dml":
-        variables = distill.pair_variables(variables, t_vars)
-    tx = optim.make_optimizer(config.optim, variables["params"], 10, 10)
-    cfg = steps.StepConfig(model, tx, optim.make_schedule(config.optim, 10, 10), 10,
-                           distill_mode=mode, teacher=teacher, temperature=4.0,
-                           distill_weight=1.0)
+    if mode == "kd":
+        task = tasks.KdTask(config, teacher_variables=t_vars)
+        variables = jax.tree.map(np.asarray, task.scratch_variables(0))
+    else:
+        task = tasks.DmlTask(config)
+        variables = tasks.pair_variables(
+            jax.tree.map(np.asarray, initialize.scratch_variables(task.model, 0)), t_vars)
+    cfg = steps.step_config(task, config, steps_per_epoch=10)
     mesh = parallel.make_mesh()
-    train, evaluate = steps.jit_steps(cfg, mesh, t_vars if mode == "kd" else None)
-    state = jax.device_put(steps.create_state(variables, tx), parallel.replicated(mesh))
+    train, evaluate = steps.jit_steps(cfg, mesh)
+    state = jax.device_put(steps.create_state(variables, cfg.tx), parallel.replicated(mesh))
     data = np.random.default_rng(0)
     batch = {"frames": data.integers(0, 256, (4, 2, 32, 32, 3), dtype=np.uint8),
              "label": np.array([1, 2, 3, 4], np.int32), "mask": np.array([1, 1, 1, 0], bool)}
@@ -99,7 +100,7 @@ def test_kd_step_keeps_the_teacher_frozen_and_out_of_the_optimizer():
     m = parallel.to_host(metrics)
     assert m["loss"] == pytest.approx(m["ce"] + m["kd"], rel=1e-5)
     assert m["kd"] > 0
-    after = jax.device_get(train.teacher_variables)
+    (after,) = jax.device_get(train.constants)
     for a, b_ in zip(jax.tree.leaves(t_vars), jax.tree.leaves(after)):
         assert a.tobytes() == np.asarray(b_).tobytes()  # bit for bit
     sums = parallel.to_host(evaluate(state, parallel.to_global(batch, mesh)))
@@ -113,7 +114,7 @@ def test_dml_step_trains_both_models():
     m = parallel.to_host(metrics)
     assert m["loss"] == pytest.approx(m["ce"] + m["ce_teacher"] + m["dml"], rel=1e-5)
     params = jax.device_get(state.params)
-    for who in (distill.STUDENT, distill.TEACHER):
+    for who in (tasks.STUDENT, tasks.TEACHER):
         moved = [not np.array_equal(a, b_) for a, b_ in zip(
             jax.tree.leaves(before["params"][who]), jax.tree.leaves(params[who]))]
         assert all(moved), who
@@ -155,7 +156,7 @@ def test_toy_student_distilled_from_a_better_teacher(full_toy_dir, tmp_path, rec
         with open(workdir / "best" / checkpoint.META_FILE) as f:
             results[name] = json.load(f)["top1"]
         if name == "kd":
-            assert " ce: " in log and " kd: " in log and "distillation kd" in log
+            assert " ce: " in log and " kd: " in log and "kd distillation" in log
     record_property("toy_top1", {"teacher": teacher_top1, **results})
     print(f"toy top1: teacher {teacher_top1:.3f}, student alone {results['alone']:.3f}, "
           f"student kd {results['kd']:.3f}")
@@ -172,12 +173,12 @@ def test_dml_run_checkpoints_both_and_serves_the_student(toy_dir, tmp_path):
 
     steps_done = sorted(int(p) for p in os.listdir(workdir / "checkpoints") if p.isdigit())
     state = _final_state(workdir, steps_done[-1])["state"]
-    assert set(state["params"]) == {distill.STUDENT, distill.TEACHER}
+    assert set(state["params"]) == {tasks.STUDENT, tasks.TEACHER}
     only_checkpoints = tmp_path / "only_checkpoints"
     only_checkpoints.mkdir()
     (only_checkpoints / "checkpoints").symlink_to(workdir / "checkpoints")
-    variables, what = load_weights(str(only_checkpoints))
-    assert what.endswith("state")
+    variables, meta = load_weights(str(only_checkpoints))
+    assert meta["serving_key"] == "student" and meta["task"] == "dml"
     assert "fc" in variables["params"] and "student" not in variables["params"]
     best, _ = checkpoint.load_variables(workdir / "best")
     assert set(best["params"]) == set(variables["params"])  # the best model is the student

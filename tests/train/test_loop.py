@@ -58,10 +58,9 @@ def test_kill_and_resume_ends_bit_identical(toy_dir, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {killed / 'checkpoints'} at step" in resumed.stderr
 
-    from ppsn.evaluate import load_weights
-
-    variables, what = load_weights(str(killed))  # a workdir without best/: its latest checkpoint
-    assert what.endswith(os.path.join("checkpoints", str(total), "state"))
+    variables, meta = checkpoint.load_weights(str(killed))  # no best/: its latest checkpoint
+    assert meta["path"].endswith(os.path.join("checkpoints", str(total)))
+    assert (meta["task"], meta["depth"], meta["num_classes"]) == ("plain", 18, 10)
     a, b = _final_state(straight, total), _final_state(killed, total)
     np.testing.assert_array_equal(variables["params"]["fc"]["kernel"],
                                   np.asarray(b["state"]["params"]["fc"]["kernel"]))

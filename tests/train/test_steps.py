@@ -4,19 +4,20 @@ import numpy as np
 
 from ppsn import parallel
 from ppsn.recipe import pptsn_config
-from ppsn.train import initialize, optim, steps
+from ppsn.train import steps, tasks
 
 
 def _setup(amp):
     config = pptsn_config()
     config.model.depth, config.model.num_classes, config.amp = 18, 10, amp
-    model = initialize.build_model(config)
-    variables = jax.tree.map(np.asarray, initialize.scratch_variables(model, 0))
-    tx = optim.make_optimizer(config.optim, variables["params"], 10, 10)
-    cfg = steps.StepConfig(model, tx, optim.make_schedule(config.optim, 10, 10), 10)
+    config.num_epochs = 10
+    task = tasks.Task(config)
+    model = task.model
+    variables = jax.tree.map(np.asarray, task.scratch_variables(0))
+    cfg = steps.step_config(task, config, steps_per_epoch=10)
     mesh = parallel.make_mesh()
     train, evaluate = steps.jit_steps(cfg, mesh)
-    state = jax.device_put(steps.create_state(variables, tx), parallel.replicated(mesh))
+    state = jax.device_put(steps.create_state(variables, cfg.tx), parallel.replicated(mesh))
     data = np.random.default_rng(0)
     batch = {"frames": data.integers(0, 256, (4, 2, 32, 32, 3), dtype=np.uint8),
              "label": np.array([1, 2, 3, 4], np.int32), "mask": np.array([1, 1, 1, 0], bool)}

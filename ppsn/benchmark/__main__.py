@@ -1,0 +1,30 @@
+"""``python -m ppsn.benchmark COMMAND ...``: runs one benchmark, prints its JSON line last."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ppsn.benchmark import eval as eval_benchmark
+from ppsn.benchmark import pipeline, predict, train_step
+
+BENCHMARKS = {"pipeline": pipeline, "train_step": train_step, "eval": eval_benchmark,
+              "predict": predict}
+
+
+def main(argv=None) -> int:
+    import ppsn.benchmark
+
+    parser = argparse.ArgumentParser(prog="python -m ppsn.benchmark",
+                                     description=ppsn.benchmark.__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in BENCHMARKS.values():
+        module.add_parser(sub)
+    args = parser.parse_args(argv)
+    print(json.dumps(BENCHMARKS[args.command].run(args)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

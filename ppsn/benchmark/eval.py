@@ -1,0 +1,66 @@
+"""``eval``: test mode's path for single videos (batch 1): the test pipeline's host part
+(decoding and scaling the sampled frames, placing them on the canvas), then test mode's
+scoring function on the device (TenCrop views, normalization and the model averaging all
+``num_seg x 10`` views), on a generated 300-frame 340x256 frames folder (or ``--data``).
+
+Reports ``s_per_video`` (host + device, after one warm-up video) and its host / device parts.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+
+from ppsn.benchmark import timing
+
+
+def add_parser(sub):
+    e = sub.add_parser("eval", help="TenCrop test time per video (host + device)")
+    e.add_argument("--depth", type=int, default=50)
+    e.add_argument("--num_seg", type=int, default=25)
+    e.add_argument("--videos", type=int, default=2)
+    e.add_argument("--data", default=None, help="a frames folder or a video file")
+    e.add_argument("--views_per_chunk", type=int, default=10, help="0: all views at once")
+    return e
+
+
+def run(args) -> dict:
+    import jax
+
+    from ppsn import parallel
+    from ppsn.data import pipeline
+    from ppsn.recipe import pptsn_config
+    from ppsn.test_mode import score_fn
+    from ppsn.train import initialize
+
+    config = pptsn_config()
+    config.model.depth = args.depth
+    config.data.test_num_seg = args.num_seg
+    model = initialize.build_model(config)
+    variables = initialize.scratch_variables(model, 0)
+    mesh = parallel.make_mesh(jax.local_devices()[:1])
+    spec = pipeline.clip_spec(config.data, "test")
+    score = score_fn(model, mesh, spec, args.views_per_chunk)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data or timing.benchmark_video(tmp, "frames")
+        source = timing.RepeatedSource(timing.record_for(data), args.videos + 1)
+        ds = pipeline.eval_dataset(source, spec, 1, process_index=0, process_count=1)
+        host = device = 0.0
+        for i in range(len(ds)):
+            t0 = time.perf_counter()
+            batch = ds[i]
+            t1 = time.perf_counter()
+            out = score(variables, parallel.to_global(
+                {"frames": batch["frames"], "hw": batch["hw"]}, mesh))
+            jax.block_until_ready(out)
+            t2 = time.perf_counter()
+            if i > 0:  # the first video compiles
+                host += t1 - t0
+                device += t2 - t1
+    n = args.videos
+    return {"benchmark": "eval", "depth": args.depth, "num_seg": args.num_seg,
+            "views": spec.views, "views_per_chunk": args.views_per_chunk, "videos": n,
+            "device": jax.local_devices()[0].device_kind,
+            "host_s_per_video": round(host / n, 3), "device_s_per_video": round(device / n, 3),
+            "s_per_video": round((host + device) / n, 3),
+            "ms_per_view": round(device / n / spec.views * 1e3, 2)}

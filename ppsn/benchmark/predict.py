@@ -1,0 +1,87 @@
+"""``predict``: ``ppsn.predict``'s path for one video file (PyAV decoding of the sampled frames,
+scaling, TenCrop on the host, then the exported model through ``--backend`` at
+``--precision``) with random R50-vd weights exported with ``--onnx``, on a generated 300-frame
+340x256 mp4 (or ``--data``), after one warm-up video.
+
+Reports ``s_per_video`` and its host / model parts, and the same for ``--baseline`` (default:
+the XLA backend) with ``speedup_vs_baseline``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from ppsn.benchmark import timing
+
+
+def add_parser(sub):
+    r = sub.add_parser("predict", help="ppsn.predict time per video file (decode + TenCrop + "
+                       "model) through a serving backend")
+    r.add_argument("--backend", choices=("xla", "onnxruntime", "openvino"), default="openvino")
+    r.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    r.add_argument("--depth", type=int, default=50)
+    r.add_argument("--num_seg", type=int, default=25)
+    r.add_argument("--videos", type=int, default=2)
+    r.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
+    r.add_argument("--data", default=None, help="a video file (default: a generated one)")
+    r.add_argument("--baseline", default="xla",
+                   help="backend[:precision] timed in the same run for speedup_vs_baseline, "
+                   "or 'none'")
+    return r
+
+
+def time_predict(model_dir, video, backend, precision, videos, threads) -> dict:
+    from ppsn.serve.predictor import Predictor
+
+    predictor = Predictor(model_dir, backend, precision, threads)
+    host = model = 0.0
+    for i in range(videos + 1):
+        t0 = time.perf_counter()
+        clip = predictor.clip(video)
+        t1 = time.perf_counter()
+        scores = predictor.scores(clip[None])
+        t2 = time.perf_counter()
+        if i > 0:  # the first video warms the runtime up
+            host += t1 - t0
+            model += t2 - t1
+    if not np.all(np.isfinite(scores)):
+        raise RuntimeError(f"{backend}:{precision} gave non-finite scores")
+    return {"backend": backend, "precision": precision,
+            "host_s_per_video": round(host / videos, 3),
+            "model_s_per_video": round(model / videos, 3),
+            "s_per_video": round((host + model) / videos, 3),
+            "ms_per_view": round(model / videos / clip.shape[0] * 1e3, 2)}
+
+
+def run(args) -> dict:
+    import jax
+
+    from ppsn.export import export_model
+    from ppsn.recipe import pptsn_config
+    from ppsn.train import initialize
+
+    config = pptsn_config()
+    config.model.depth = args.depth
+    config.data.test_num_seg = args.num_seg
+    model = initialize.build_model(config)
+    variables = jax.tree.map(np.asarray, initialize.scratch_variables(model, 0))
+    with tempfile.TemporaryDirectory() as tmp:
+        video = args.data or timing.benchmark_video(tmp, "videos")
+        model_dir = os.path.join(tmp, "inference")
+        export_model(config, variables, model_dir, platforms=("cpu",), onnx=True)
+        out = {"benchmark": "predict", "depth": args.depth, "num_seg": args.num_seg,
+               "views": args.num_seg * 10, "videos": args.videos,
+               **time_predict(model_dir, video, args.backend, args.precision, args.videos,
+                              args.threads)}
+        if args.baseline != "none":
+            backend, _, precision = args.baseline.partition(":")
+            base = time_predict(model_dir, video, backend, precision or "fp32", args.videos,
+                                args.threads)
+            out["baseline"] = f"{base['backend']}:{base['precision']}"
+            out["baseline_s_per_video"] = base["s_per_video"]
+            out["speedup_vs_baseline"] = round(base["s_per_video"] / out["s_per_video"], 2)
+    return out
