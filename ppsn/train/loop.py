@@ -236,13 +236,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 writer.scalars("val", last_val, done)
                 if last_val["top1"] > best_top1:
                     best_top1 = last_val["top1"]
-                    checkpoint.save_variables_atomically(  # every process takes part
+                    checkpoint.save_variables(  # every process takes part; replaces the old best
                         os.path.join(workdir, BEST_DIR),
                         parallel.to_host(distill.student_variables(state.params,
                                                                    state.batch_stats)),
                         {"depth": config.model.depth, "num_classes": num_classes,
                          "top1": best_top1, "epoch": epoch, "step": done, "layout": "ppsn",
-                         **({"distill": mode} if mode else {})})
+                         **({"distill": mode} if mode else {})}, force=True)
                     log.info(f"Already save the best model (top1 acc){best_top1:.4f}")
             if done % config.checkpoint_every_steps == 0 or done == total_steps:
                 if meter.values:  # never checkpoint a state whose losses were not checked
