@@ -37,7 +37,7 @@ def _sync(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-# --- paths and file-system operations of a save (all of them are here) ----------------------
+# --- paths and file-system operations of a save, kept together --------------------------------
 
 
 def _abspath(directory: str | os.PathLike) -> str:
@@ -118,8 +118,10 @@ def save_variables(directory: str | os.PathLike, variables: Mapping[str, Any],
     """Write ``variables`` (a pytree of arrays) and ``meta`` (JSON-able) to ``directory``.
 
     ``force`` replaces an existing ppsn checkpoint, nothing else (:func:`check_replaceable`).
-    The new checkpoint is written to a temporary sibling and renamed into place, so a failure
-    or a crash at any moment leaves ``directory`` either the old checkpoint or the new one.
+    The new checkpoint is written to a temporary sibling and renamed into place: a failure
+    while writing leaves the old checkpoint as it was, and only a crash between the two renames
+    of the swap leaves it at ``directory + '.ppsn-old'`` instead (the next save keeps it until
+    its own swap).
 
     With several JAX processes every process must call it (Orbax coordinates them); process 0
     does the file-system work."""
