@@ -43,29 +43,112 @@ def _sync(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+# --- paths and file-system operations of a save, kept together --------------------------------
+
+
+def _abspath(directory: str | os.PathLike) -> str:
+    return os.path.abspath(os.fspath(directory))
+
+
+def _siblings(directory: str) -> tuple[str, str]:
+    """Where a save writes the new checkpoint and moves the old one: the same names on every
+    process."""
+    return directory + ".ppsn-tmp", directory + ".ppsn-old"
+
+
+def _remove_tree(path: str) -> None:
+    if os.path.lexists(path):
+        shutil.rmtree(path)
+
+
+def check_replaceable(directory: str | os.PathLike, *, force: bool) -> None:
+    """Raise ``FileExistsError`` (one line naming ``directory``) unless a checkpoint may be
+    written there: it must not exist, or, with ``force``, be an empty directory or a ppsn
+    variables checkpoint (it holds ``ppsn.json``). Anything else is never replaced."""
+    directory = _abspath(directory)
+    if not os.path.lexists(directory):
+        return
+    if not force:
+        raise FileExistsError(f"{directory}: already exists (pass force=True / --force to replace it)")
+    if not os.path.isdir(directory) or os.path.islink(directory):
+        raise FileExistsError(f"{directory}: is not a directory, so not a ppsn checkpoint; "
+                              "refusing to replace it even with --force")
+    if os.listdir(directory) and not os.path.isfile(os.path.join(directory, META_FILE)):
+        raise FileExistsError(f"{directory}: is not a ppsn checkpoint (no {META_FILE}); refusing "
+                              "to replace it even with --force (remove it or pick another output)")
+
+
+def _prepare(directory: str) -> str:
+    """Clear what a crashed save left and create the empty temporary sibling; returns it."""
+    tmp, old = _siblings(directory)
+    _remove_tree(tmp)
+    if os.path.lexists(directory):  # else ``old`` may be the only copy left: kept until the swap
+        _remove_tree(old)
+    os.makedirs(tmp)
+    return tmp
+
+
+def _write_meta(tmp: str, meta: Mapping[str, Any]) -> None:
+    with open(os.path.join(tmp, META_FILE), "w") as f:
+        json.dump(dict(meta), f, indent=2, sort_keys=True)
+
+
+def _swap_in(directory: str) -> None:
+    """Rename the temporary sibling to ``directory``; an existing ``directory`` is moved aside
+    first (and put back if the second rename fails), then deleted."""
+    tmp, old = _siblings(directory)
+    if os.path.lexists(directory):
+        os.rename(directory, old)
+    try:
+        os.rename(tmp, directory)
+    except BaseException:
+        if os.path.lexists(old) and not os.path.lexists(directory):
+            os.rename(old, directory)
+        raise
+    _remove_tree(old)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _write_tree(path: str, tree) -> None:
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(path, tree)
+        ckptr.wait_until_finished()
+
+
 def save_variables(directory: str | os.PathLike, variables: Mapping[str, Any],
                    meta: Mapping[str, Any], *, force: bool = False) -> str:
     """Write ``variables`` (a pytree of arrays) and ``meta`` (JSON-able) to ``directory``.
 
+    ``force`` replaces an existing ppsn checkpoint, nothing else (:func:`check_replaceable`).
+    The new checkpoint is written to a temporary sibling and renamed into place: a failure
+    while writing leaves the old checkpoint as it was, and only a crash between the two renames
+    of the swap leaves it at ``directory + '.ppsn-old'`` instead (the next save keeps it until
+    its own swap).
+
     With several JAX processes every process must call it (Orbax coordinates them); process 0
     does the file-system work."""
-    import orbax.checkpoint as ocp
-
-    directory = os.path.abspath(os.fspath(directory))
-    if os.path.exists(directory) and not force:
-        raise FileExistsError(f"{directory} already exists (pass force=True / --force to overwrite)")
-    if _is_primary():
-        if os.path.exists(directory):
-            shutil.rmtree(directory)
-        os.makedirs(directory)
+    directory = _abspath(directory)
+    check_replaceable(directory, force=force)
+    primary = _is_primary()
+    tmp, _ = _siblings(directory)
+    if primary:
+        _prepare(directory)
     _sync("ppsn:save_variables:start")
-    tree = {k: v for k, v in variables.items()}
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(os.path.join(directory, VARIABLES_DIR), tree)
-        ckptr.wait_until_finished()
-    if _is_primary():
-        with open(os.path.join(directory, META_FILE), "w") as f:
-            json.dump(dict(meta), f, indent=2, sort_keys=True)
+    try:
+        _write_tree(os.path.join(tmp, VARIABLES_DIR), {k: v for k, v in variables.items()})
+        if primary:
+            _write_meta(tmp, meta)
+    except BaseException:
+        if primary:
+            _remove_tree(tmp)
+        raise
+    _sync("ppsn:save_variables:written")
+    if primary:
+        _swap_in(directory)
     _sync("ppsn:save_variables:end")
     return directory
 
@@ -93,25 +176,6 @@ def _to_numpy(tree):
     if isinstance(tree, Mapping):
         return {k: _to_numpy(v) for k, v in tree.items()}
     return np.asarray(tree)
-
-
-def save_variables_atomically(directory: str | os.PathLike, variables, meta) -> str:
-    """Like :func:`save_variables` with ``force``, but a crash never leaves ``directory``
-    half-written: the new copy is complete before it replaces the old one."""
-    directory = os.path.abspath(os.fspath(directory))
-    tmp = directory + ".tmp"
-    save_variables(tmp, variables, meta, force=True)
-    if _is_primary():
-        old = directory + ".old"
-        if os.path.exists(directory):
-            if os.path.exists(old):
-                shutil.rmtree(old)
-            os.rename(directory, old)
-        os.rename(tmp, directory)
-        if os.path.exists(old):
-            shutil.rmtree(old)
-    _sync("ppsn:save_variables_atomically:end")
-    return directory
 
 
 def load_weights(path: str | os.PathLike) -> tuple[dict, dict]:

@@ -33,7 +33,7 @@ from ppsn.data import pipeline
 from ppsn.data.labels import read_label_names
 from ppsn.data.transforms import normalize, ten_crop_on_device
 from ppsn.models import chunked_logits
-from ppsn.train import initialize
+from ppsn.train import initialize, losses
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,8 @@ def run_test(config, weights: str, output_dir: str) -> dict:
     labels = np.array([source[i]["label"] for i in range(n)])
     video_ids = [source[i]["video_id"] for i in range(n)]
     pred = np.where(failed, -1, np.nan_to_num(scores, nan=-1).argmax(-1))
-    top5 = np.argsort(-np.nan_to_num(scores, nan=-1), axis=-1)[:, :5]
-    correct1 = (pred == labels) & ~failed
-    correct5 = (top5 == labels[:, None]).any(-1) & ~failed
+    correct1 = losses.topk_correct_numpy(np.nan_to_num(scores, nan=-1), labels, 1) & ~failed
+    correct5 = losses.topk_correct_numpy(np.nan_to_num(scores, nan=-1), labels, 5) & ~failed
     summary = {
         "top1": float(correct1.mean()), "top5": float(correct5.mean()), "count": n,
         "failed": int(failed.sum()), "checkpoint": what,

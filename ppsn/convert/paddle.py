@@ -13,11 +13,17 @@ missing, unexpected or mis-shaped key is listed in one error):
   without a prefix; the 1000-class classifier ``out.*`` is dropped and the head is left to the
   caller;
 * distillation checkpoints: ``Student.0.*`` (backbone) / ``Student.1.*`` (head), likewise
-  ``Teacher.``; ``submodel`` picks which one.
+  ``Teacher.``; ``submodel`` picks which one;
+* the student-only file PaddleVideo's distillation trainer saves beside it
+  (``*_student.pdparams``): the student's keys with ``Student.`` cut, ``0.*`` (backbone) /
+  ``1.*`` (head); reported as layout ``distillation_student_only``.
 
 Command line::
 
     python -m ppsn.convert.paddle --pdparams ppTSN_k400.pdparams --depth 50 --output DIR
+
+Exit status 1: the file cannot be read or does not fit the model; 2: the output is refused (it
+exists and ``--force`` is not given, or it is not a ppsn checkpoint, which is never replaced).
 """
 
 from __future__ import annotations
@@ -136,30 +142,42 @@ _HEAD_LEAVES = {
 class ConversionReport:
     """What ``to_flax`` found: the layout, the classes and what it dropped on purpose."""
 
-    layout: str  # 'pptsn', 'imagenet_backbone' or 'distillation/<submodel>'
+    # 'pptsn', 'imagenet_backbone', 'distillation/<submodel>' or 'distillation_student_only'
+    layout: str
     num_params: int
     num_classes: int | None
     dropped: tuple[str, ...]
 
 
+def _split_distillation_index(key: str, rest: str):
+    """``0.<backbone key>`` -> ``backbone.<key>``, ``1.<head key>`` -> ``head.<key>``; anything
+    else keeps ``key`` as it is (reported as unexpected)."""
+    if rest.startswith("0."):
+        return "backbone." + rest[2:]
+    if rest.startswith("1."):
+        return "head." + rest[2:]
+    return key
+
+
 def _select_submodel(state: Mapping[str, np.ndarray], submodel: str):
     """Normalize any supported layout to ``backbone.*`` / ``head.*`` keys."""
     keys = list(state)
+    if submodel not in ("student", "teacher"):
+        raise ValueError(f"submodel must be 'student' or 'teacher', got {submodel!r}")
+    if any(k.startswith(("0.", "1.")) for k in keys):
+        # PaddleVideo's *_student.pdparams: the Student's keys without the 'Student.' prefix.
+        if submodel != "student":
+            raise ValueError("checkpoint holds only a distillation student (keys 0.* / 1.*, "
+                             "layout distillation_student_only); it has no teacher")
+        return ({_split_distillation_index(k, k): v for k, v in state.items()},
+                "distillation_student_only", [])
     if any(k.startswith(("Student.", "Teacher.")) for k in keys):
-        if submodel not in ("student", "teacher"):
-            raise ValueError(f"submodel must be 'student' or 'teacher', got {submodel!r}")
         prefix = submodel.capitalize() + "."
         other = "Teacher." if prefix == "Student." else "Student."
         out, dropped = {}, []
         for k, v in state.items():
             if k.startswith(prefix):
-                rest = k[len(prefix):]
-                if rest.startswith("0."):
-                    out["backbone." + rest[2:]] = v
-                elif rest.startswith("1."):
-                    out["head." + rest[2:]] = v
-                else:
-                    out[k] = v  # reported as unexpected
+                out[_split_distillation_index(k, k[len(prefix):])] = v
             elif k.startswith(other):
                 dropped.append(k)
             else:
@@ -219,16 +237,6 @@ def _transform(key: str, value: np.ndarray) -> np.ndarray:
     return value
 
 
-def _nest(flat: Mapping[tuple, np.ndarray]) -> dict:
-    tree: dict = {}
-    for (collection, path), value in sorted(flat.items()):
-        node = tree.setdefault(collection, {})
-        for name in path[:-1]:
-            node = node.setdefault(name, {})
-        node[path[-1]] = value
-    return tree
-
-
 def to_flax(
     state_dict: Mapping[str, np.ndarray],
     depth: int,
@@ -282,7 +290,10 @@ def to_flax(
                 lines.append(f"  {len(items)} {title}: " + ", ".join(items))
         raise CheckpointMismatchError("\n".join(lines))
 
-    variables = _nest({t: v for t, (_, v) in flat.items()})
+    from flax import traverse_util
+
+    variables = traverse_util.unflatten_dict(
+        {(collection,) + path: v for (collection, path), (_, v) in flat.items()})
     if not return_report:
         return variables
     report = ConversionReport(layout, len(flat), num_classes, tuple(sorted(dropped)))
@@ -307,25 +318,31 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True, help="output checkpoint directory")
     parser.add_argument("--submodel", default="student", choices=("student", "teacher"),
                         help="which model of a distillation checkpoint to take")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing output")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing output (only if it is a ppsn checkpoint)")
     args = parser.parse_args(argv)
+    try:  # refuse the output before the (slow) conversion; save_variables checks it again
+        checkpoint.check_replaceable(args.output, force=args.force)
+    except FileExistsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         state = load_pdparams(args.pdparams)
-        variables, report = to_flax(state, args.depth, args.submodel, return_report=True)
     except (OSError, ValueError, pickle.UnpicklingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    path = checkpoint.save_variables(
-        args.output,
-        variables,
-        {
-            "depth": args.depth,
-            "num_classes": report.num_classes,
-            "layout": report.layout,
-            "source": os.path.abspath(args.pdparams),
-        },
-        force=args.force,
-    )
+    try:
+        variables, report = to_flax(state, args.depth, args.submodel, return_report=True)
+    except ValueError as e:
+        print(f"error: {args.pdparams}: {e}", file=sys.stderr)
+        return 1
+    meta = {"depth": args.depth, "num_classes": report.num_classes, "layout": report.layout,
+            "source": os.path.abspath(args.pdparams)}
+    try:
+        path = checkpoint.save_variables(args.output, variables, meta, force=args.force)
+    except FileExistsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"loaded {args.pdparams}: layout {report.layout}, {report.num_params} tensors, "
           f"ResNet-vd {args.depth}, "
           + (f"{report.num_classes} classes" if report.num_classes else "no head (backbone only)"))

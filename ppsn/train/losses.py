@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -17,10 +18,21 @@ def smoothed_cross_entropy(logits, labels, num_classes: int, smoothing: float):
 
 
 def topk_correct(logits, labels, k: int):
-    """Per-example 1.0 if the label is among the ``k`` highest logits (ties count against)."""
+    """Per-example 1.0 if the label is among the ``k`` highest logits, ties counting against it.
+
+    Correct iff fewer than ``k`` *other* classes have a logit >= the label's (a NaN logit of
+    the label or of another class counts against it), so all-equal logits are never top-1
+    correct when there is more than one class. :func:`topk_correct_numpy` is the same rule."""
     label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
-    higher = jnp.sum(logits > label_logit, axis=-1)
-    return (higher < k).astype(jnp.float32)
+    at_least = jnp.sum(~(logits < label_logit), axis=-1) - 1  # minus the label itself
+    return (at_least < k).astype(jnp.float32)
+
+
+def topk_correct_numpy(scores, labels, k: int):
+    """:func:`topk_correct` in NumPy for host-side metrics (test mode): a bool per example."""
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    label_score = np.take_along_axis(scores, labels[:, None], axis=-1)
+    return np.sum(~(scores < label_score), axis=-1) - 1 < k
 
 
 class Targets(NamedTuple):

@@ -46,9 +46,10 @@ def keep_best(workdir: str, task, state, metrics: dict, best: float, epoch: int,
     if metrics["top1"] <= best:
         return best
     best = metrics["top1"]
-    checkpoint.save_variables_atomically(
+    checkpoint.save_variables(  # replaces the old best atomically
         os.path.join(workdir, checkpoint.BEST_DIR),
         parallel.to_host(task.serving_variables(state.params, state.batch_stats)),
-        {**task.meta(), "top1": best, "epoch": epoch, "step": step, "layout": "ppsn"})
+        {**task.meta(), "top1": best, "epoch": epoch, "step": step, "layout": "ppsn"},
+        force=True)
     log.info(f"Already save the best model (top1 acc){best:.4f}")
     return best

@@ -164,6 +164,64 @@ def test_distillation_checkpoint_picks_student_or_teacher(state):
     np.testing.assert_array_equal(teacher["params"]["fc"]["kernel"], 2 * state["head.fc.weight"])
 
 
+def _student_only_and_full(state):
+    """PaddleVideo's distillation files for ``state`` as the student: the ``*_student.pdparams``
+    dict (``0.*`` / ``1.*``) and the full ``Student.*`` / ``Teacher.*`` dict."""
+    student_only, full = {}, {}
+    for key, value in state.items():
+        part, rest = key.split(".", 1)
+        index = "0" if part == "backbone" else "1"
+        student_only[f"{index}.{rest}"] = value
+        full[f"Student.{index}.{rest}"] = value
+        full[f"Teacher.{index}.{rest}"] = value * 2
+    return student_only, full
+
+
+def _assert_same_tree(a, b):
+    import jax
+
+    flat_a, tree_a = jax.tree_util.tree_flatten(a)
+    flat_b, tree_b = jax.tree_util.tree_flatten(b)
+    assert tree_a == tree_b
+    for x, y in zip(flat_a, flat_b):
+        assert x.dtype == y.dtype
+        np.testing.assert_array_equal(x, y)
+
+
+def _write_pdparams(path, state_dict):
+    with open(path, "wb") as f:
+        pickle.dump(state_dict, f, protocol=4)  # what a .pdparams file is
+
+
+def test_student_only_distillation_file_equals_the_full_files_student(
+        state, variables, tmp_path, pptsn_fixture_dir):
+    student_only, full = _student_only_and_full(state)
+    assert "0.conv1_1._conv.weight" in student_only and "1.fc.weight" in student_only
+    assert "0.bb_3_1.conv1._batch_norm._variance" in student_only
+    path = tmp_path / "ppTSN_k400_8_student.pdparams"
+    _write_pdparams(path, student_only)
+    got, report = to_flax(load_pdparams(path), depth=50, return_report=True)
+    assert report.layout == "distillation_student_only"
+    assert report.num_classes == 400 and report.num_params == 277 and report.dropped == ()
+    from_full = to_flax(full, depth=50, submodel="student")
+    _assert_same_tree(got, from_full)
+    _assert_same_tree(got, variables)
+
+    x = _nhwc(np.load(pptsn_fixture_dir / "caseA_input.npy"))
+    model = TSN(depth=50, num_classes=400)
+    logits = np.asarray(model.apply(got, x))
+    np.testing.assert_array_equal(logits, np.asarray(model.apply(from_full, x)))
+    np.testing.assert_allclose(logits, np.load(pptsn_fixture_dir / "caseA_logits.npy"),
+                               rtol=0, atol=2e-4)
+
+    with pytest.raises(ValueError, match="only a distillation student"):
+        to_flax(student_only, depth=50, submodel="teacher")
+    extra = dict(student_only, **{"2.fc.weight": np.zeros((2048, 400), np.float32)})
+    with pytest.raises(CheckpointMismatchError, match=r"\(distillation_student_only\).*\n.*"
+                                                      r"1 unexpected: 2.fc.weight"):
+        to_flax(extra, depth=50)
+
+
 # --------------------------------------------------------------------------- parity
 
 
@@ -238,3 +296,44 @@ def test_cli_writes_a_loadable_orbax_checkpoint(decompressed, state, tmp_path):
         [sys.executable, "-m", "ppsn.convert.paddle", "--pdparams", str(tmp_path / "nope.pdparams"),
          "--output", str(tmp_path / "x")], capture_output=True, text=True, timeout=600)
     assert again.returncode == 1 and "nope.pdparams" in again.stderr
+
+
+def test_cli_converts_a_student_only_file_and_force_replaces_only_checkpoints(
+        decompressed, state, variables, tmp_path, capsys):
+    from ppsn.convert.paddle import main
+
+    source = tmp_path / "student.pdparams"
+    _write_pdparams(source, _student_only_and_full(state)[0])
+    out = tmp_path / "converted"
+    result = subprocess.run(
+        [sys.executable, "-m", "ppsn.convert.paddle", "--pdparams", str(source),
+         "--depth", "50", "--output", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "layout distillation_student_only, 277 tensors" in result.stdout
+    restored, meta = checkpoint.load_variables(out)
+    assert meta["layout"] == "distillation_student_only" and meta["num_classes"] == 400
+    _assert_same_tree(restored, variables)
+
+    # An existing output: refused without --force, replaced with it.
+    full = ["--pdparams", str(decompressed["model"]), "--depth", "50", "--output", str(out)]
+    assert main(full) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{out}: already exists" in err
+    assert checkpoint.load_variables(out)[1]["layout"] == "distillation_student_only"
+    assert main(full + ["--force"]) == 0
+    assert checkpoint.load_variables(out)[1]["layout"] == "pptsn"
+    assert sorted(os.listdir(tmp_path)) == ["converted", "student.pdparams"]
+
+    # A folder that is not a ppsn checkpoint is never replaced, even with --force.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    checkpoint.save_variables(mine / "other", restored, {"layout": "pptsn"})
+    before = sorted(str(p.relative_to(mine)) for p in mine.rglob("*"))
+    capsys.readouterr()
+    assert main(["--pdparams", str(decompressed["model"]), "--output", str(mine), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{mine}: is not a ppsn checkpoint" in err
+    assert sorted(str(p.relative_to(mine)) for p in mine.rglob("*")) == before
+    assert (mine / "notes.txt").read_text() == "my notes"
+    assert checkpoint.load_variables(mine / "other")[1] == {"layout": "pptsn"}
