@@ -14,7 +14,8 @@ def pptsn_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.model = ml_collections.ConfigDict(dict(
         depth=50, num_classes=400, dropout_rate=0.4,
-        conv_impl="auto",         # how convolutions are computed: see ppsn.models.conv
+        conv_impl="auto",         # 'auto' (matmul on CPU, xla on GPU/TPU), 'matmul', 'im2col',
+                                  # 'xla': see ppsn.backend and ppsn.models.conv
     ))
     c.data = ml_collections.ConfigDict(dict(
         source="list",            # 'list': PaddleVideo list files; 'tfds': ppsn.data.prepare output
@@ -34,7 +35,9 @@ def pptsn_config() -> ml_collections.ConfigDict:
         test_sampling="",         # '' = PaddleVideo's middle-of-segment; 'linspace' possible
         test_crops_on_device=True,  # TenCrop cut by the device from the scaled uint8 frames
         test_canvas=456,          # canvas side for those frames (16:9 at 256 is 455 wide)
-        test_views_per_chunk=10,  # views the device runs at once per video (memory / speed)
+        # TenCrop views per model call: None = per backend (10 per video at a time on CPU; all
+        # views of the per-device batch at once on GPU/TPU); 0 = all at once; N = N per video.
+        test_views_per_chunk=ml_collections.config_dict.placeholder(int),
         short_size=256,
         target_size=224,
         num_workers=4,            # Grain worker processes per host (0: decode in the main process)
@@ -42,7 +45,8 @@ def pptsn_config() -> ml_collections.ConfigDict:
     ))
     c.batch_size = 256            # global: PaddleVideo's 32 per GPU x 8 GPUs
     c.valid_batch_size = 256      # global: 32 per GPU x 8
-    c.test_batch_size = 8         # global; each video is scored exactly once whatever the split
+    c.test_batch_per_device = 1   # videos per device (global: x the device count); each video
+                                  # is scored exactly once whatever the split
     c.num_epochs = 100
     c.optim = ml_collections.ConfigDict(dict(
         momentum=0.9, nesterov=True,
@@ -57,7 +61,9 @@ def pptsn_config() -> ml_collections.ConfigDict:
     # teacher starts from teacher_checkpoint if set, else from scratch).
     c.distill = ml_collections.ConfigDict(dict(
         mode="", teacher_depth=101, teacher_checkpoint="", temperature=4.0, weight=1.0))
-    c.amp = False                 # True: bf16 compute, float32 params and optimizer state
+    # 'auto': bf16 compute on GPU/TPU, float32 on CPU; True / False force it. Parameters,
+    # batch statistics and optimizer state are float32 in every case.
+    c.amp = "auto"
     c.seed = 0
     c.log_interval = 20           # steps
     c.validate = True             # validate during training and keep the best model
@@ -65,6 +71,9 @@ def pptsn_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 1000
     c.keep_checkpoints = 3
     c.max_steps = -1              # stop early after this many steps (-1: the whole schedule)
+    # JAX's persistent compilation cache ('' = WORKDIR/compilation_cache; 'none' = off): a
+    # restarted or repeated run loads its compiled programs instead of compiling them again.
+    c.compilation_cache_dir = ""
     # Backbone initialization: a ppsn checkpoint converted from PaddleClas's ImageNet
     # ResNet50_vd_pretrained.pdparams with
     #   python -m ppsn.convert.paddle --pdparams ResNet50_vd_pretrained.pdparams --depth 50 \
@@ -118,7 +127,7 @@ def toy_config() -> ml_collections.ConfigDict:
     config.data.generate_toy = True
     config.batch_size = 32
     config.valid_batch_size = 40
-    config.test_batch_size = 8
+    config.test_batch_per_device = 8
     config.num_epochs = 40
     config.optim.base_lr = 0.02
     config.optim.warmup_epochs = 1

@@ -3,11 +3,15 @@
 XLA's CPU convolution is fast for most shapes but collapses on some: a 3x3 convolution over a
 2x2 feature map (the last stage of a 64-pixel input) runs at ~3 GFLOP/s instead of ~300. The
 same product written as patches x kernel matrix multiplication ("im2col") avoids that and is
-as fast or faster whenever the feature map is small. ``conv2d`` picks per layer, from the static
-shapes, unless told otherwise; all choices compute the same convolution (up to float
-summation order). ``impl``: ``auto`` (1x1 convolutions as matrix products, im2col for small
-maps, XLA's convolution otherwise), ``im2col`` (every k > 1 convolution), ``xla`` (XLA's
-convolution everywhere: the naive baseline the benchmark compares against).
+as fast or faster whenever the feature map is small. On GPUs and TPUs the opposite holds:
+cuDNN and the TPU's convolutions are the fast path, and im2col's patch tensors (9x the input
+of a 3x3 convolution, kept for the backward pass) cost memory and bandwidth.
+
+``impl``: ``matmul`` (1x1 convolutions as matrix products, im2col for small maps, XLA's
+convolution otherwise: the CPU choice), ``im2col`` (every k > 1 convolution), ``xla`` (XLA's
+convolution everywhere), or ``auto``: ``matmul`` on CPU, ``xla`` on GPU and TPU
+(:func:`ppsn.backend.conv_impl`, the one place that decides). All compute the same
+convolution (up to float summation order).
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-IMPLS = ("auto", "xla", "im2col")
-# 'auto' uses im2col for k > 1 when the output map has at most this many pixels (28x28 and
+from ppsn import backend
+
+# 'matmul' uses im2col for k > 1 when the output map has at most this many pixels (28x28 and
 # smaller; measured on a 2-core AVX-512 CPU: R50 forward at 224, 40 -> 36 ms per image).
 IM2COL_MAX_PIXELS = 1000
 
@@ -36,14 +41,13 @@ def _im2col(x, kernel, stride: int, pad: int):
 
 def conv2d(x, kernel, stride: int = 1, impl: str = "auto"):
     """``x`` [N, H, W, C] conv ``kernel`` [k, k, C, F], stride ``stride``, padding (k-1)//2."""
-    if impl not in IMPLS:
-        raise ValueError(f"conv impl must be one of {IMPLS}, got {impl!r}")
+    impl = backend.conv_impl(impl)
     k = kernel.shape[0]
     pad = (k - 1) // 2
     if impl != "xla" and k == 1 and stride == 1:
         n, h, w, c = x.shape
         return jnp.dot(x.reshape(-1, c), kernel.reshape(c, -1)).reshape(n, h, w, -1)
-    if impl == "auto":
+    if impl == "matmul":
         out_pixels = ((x.shape[1] + 2 * pad - k) // stride + 1) * ((x.shape[2] + 2 * pad - k) // stride + 1)
         impl = "im2col" if out_pixels <= IM2COL_MAX_PIXELS else "xla"
     if impl == "im2col":

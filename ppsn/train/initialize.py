@@ -10,19 +10,20 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from ppsn import checkpoint
+from ppsn import backend, checkpoint
 from ppsn.models import TSN
 
 log = logging.getLogger(__name__)
 
 
 def build_model(config, dtype=None) -> TSN:
-    """The TSN of ``config.model`` in the run's compute dtype (``config.amp``)."""
+    """The TSN of ``config.model`` in the run's compute dtype (``config.amp``) with the
+    convolutions ``config.model.conv_impl`` resolves to on this backend (:mod:`ppsn.backend`)."""
     if dtype is None:
-        dtype = jnp.bfloat16 if config.amp else jnp.float32
+        dtype = backend.compute_dtype(config.amp)
     return TSN(depth=config.model.depth, num_classes=config.model.num_classes,
                dropout_rate=config.model.dropout_rate, dtype=dtype,
-               conv_impl=config.model.conv_impl)
+               conv_impl=backend.conv_impl(config.model.conv_impl))
 
 
 def scratch_variables(model: TSN, seed: int, size: int = 32):

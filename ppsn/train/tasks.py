@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppsn import checkpoint
+from ppsn import backend, checkpoint
 from ppsn.train import initialize, losses
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def teacher_model(config, dtype):
 
     return TSN(depth=config.distill.teacher_depth, num_classes=config.model.num_classes,
                dropout_rate=config.model.dropout_rate, dtype=dtype,
-               conv_impl=config.model.conv_impl)
+               conv_impl=backend.conv_impl(config.model.conv_impl))
 
 
 def load_teacher_variables(config, teacher) -> dict:

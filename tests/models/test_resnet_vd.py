@@ -126,7 +126,7 @@ def test_conv_implementations_agree(shape, k, stride):
     p = (k - 1) // 2
     ref = jax.lax.conv_general_dilated(x, kernel, (stride, stride), ((p, p), (p, p)),
                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    for impl in ("auto", "xla", "im2col"):
+    for impl in ("auto", "matmul", "xla", "im2col"):
         np.testing.assert_allclose(conv2d(x, kernel, stride, impl), ref, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="conv impl"):
         conv2d(x, kernel, stride, "winograd")

@@ -69,3 +69,31 @@ def test_chunked_logits_equal_the_whole_clip(tiny):
     for chunk in (1, 4, 5, 12, 50):  # 5 does not divide 12: the largest divisor <= 5 is used
         np.testing.assert_allclose(chunked_logits(model, variables, x, chunk), whole,
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_every_conv_impl_gives_the_same_logits(tiny):
+    """The same weights through every convolution implementation ('auto' is 'matmul' on this
+    CPU, 'xla' on GPU/TPU): the same logits up to float summation order."""
+    from ppsn.backend import CONV_IMPLS
+
+    _, variables, x = tiny
+    logits = {impl: TSN(depth=18, num_classes=7, conv_impl=impl).apply(variables, x)
+              for impl in CONV_IMPLS}
+    for impl, got in logits.items():
+        np.testing.assert_allclose(got, logits["xla"], rtol=1e-4, atol=1e-5, err_msg=impl)
+
+
+def test_xla_convolutions_lower_to_convolutions_only(tiny):
+    """What GPUs and TPUs get: every k x k layer a native convolution, no im2col patches and no
+    matrix products besides the classifier; the CPU choice turns them into matrix products."""
+    _, variables, x = tiny
+
+    def count(impl):
+        text = jax.jit(TSN(depth=18, num_classes=7, conv_impl=impl).apply).lower(
+            variables, x).as_text()
+        return text.count("stablehlo.convolution"), text.count("stablehlo.dot_general")
+
+    convs = 3 + 8 * 2 + 4  # stem, two per basic block, four projection shortcuts
+    assert count("xla") == (convs, 1)
+    conv_matmul, dots_matmul = count("matmul")
+    assert conv_matmul < convs and dots_matmul > 1

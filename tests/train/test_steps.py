@@ -9,7 +9,7 @@ from ppsn.train import steps, tasks
 
 def _setup(amp):
     config = pptsn_config()
-    config.model.depth, config.model.num_classes, config.amp = 18, 10, amp
+    config.model.depth, config.model.num_classes, config.amp = 18, 10, str(amp)
     config.num_epochs = 10
     task = tasks.Task(config)
     model = task.model
