@@ -1,9 +1,15 @@
 """Device mesh, shardings, multi-host start-up, and host batches -> global arrays.
 
-Data parallel over all devices of all processes: one mesh axis ``data``. The train state is
-replicated; batches are sharded along their leading axis. With ``jax.jit`` and these
-shardings XLA computes BatchNorm statistics, losses and metrics over the **global** batch, so
-results do not depend on how many devices share it.
+Data parallel over all devices of all processes. The mesh has two axes, ``slice`` (TPU slices,
+joined by the slow data-center network) and ``data`` (the devices of one slice, or of one
+GPU host, or all CPU devices): ``[num_slices, devices per slice]``. On a multi-slice TPU the
+devices are laid out by ``mesh_utils.create_hybrid_device_mesh``, each slice contiguous and in
+its torus order, so that a reduction runs over the fast in-slice network first and crosses
+slices once; elsewhere by ``mesh_utils.create_device_mesh`` (one slice). Batches are sharded
+along their leading axis over both axes (``BATCH_AXES``); the train state is replicated. With
+``jax.jit`` and these shardings XLA computes BatchNorm statistics, losses and metrics over the
+**global** batch. Mixup is the one thing each device does alone: it mixes its own shard
+(:func:`ppsn.train.steps.mixup_per_shard`).
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 log = logging.getLogger(__name__)
 
-DATA_AXIS = "data"
+SLICE_AXIS, DATA_AXIS = "slice", "data"
+BATCH_AXES = (SLICE_AXIS, DATA_AXIS)  # the batch is split over every device
 
 
 def initialize_distributed() -> None:
@@ -48,9 +55,37 @@ def initialize_distributed() -> None:
              jax.device_count())
 
 
+def device_grid(devices) -> np.ndarray:
+    """``devices`` as a ``[num_slices, devices per slice]`` array, slices in ``slice_index``
+    order, each in the order ``mesh_utils`` gives its interconnect (see the module doc)."""
+    from jax.experimental import mesh_utils
+
+    devices = list(devices)
+    num_slices = len({getattr(d, "slice_index", 0) for d in devices})
+    if num_slices > 1:
+        if len(devices) % num_slices:
+            raise ValueError(f"{len(devices)} devices do not split evenly over {num_slices} slices")
+        return mesh_utils.create_hybrid_device_mesh([1, len(devices) // num_slices],
+                                                    [num_slices, 1], devices)
+    try:
+        return mesh_utils.create_device_mesh([1, len(devices)], devices)
+    except (AssertionError, NotImplementedError, ValueError) as e:
+        # e.g. a subset of a TPU slice that is not a cuboid: keep the given order.
+        log.warning("device mesh in the given order (mesh_utils: %s)", e)
+        return np.asarray(devices, dtype=object).reshape(1, -1)
+
+
 def make_mesh(devices=None) -> Mesh:
-    devices = np.asarray(devices if devices is not None else jax.devices())
-    return Mesh(devices.reshape(-1), (DATA_AXIS,))
+    """The ``(slice, data)`` mesh over ``devices`` (default: every device of every process)."""
+    return Mesh(device_grid(devices if devices is not None else jax.devices()), BATCH_AXES)
+
+
+def describe(mesh: Mesh) -> str:
+    """``mesh slice=1 x data=8: 8 x NVIDIA H100 80GB HBM3 (gpu), 1 process`` for the log."""
+    kinds = sorted({f"{d.device_kind} ({d.platform})" for d in mesh.devices.flat})
+    shape = " x ".join(f"{name}={size}" for name, size in mesh.shape.items())
+    return (f"mesh {shape}: {mesh.devices.size} x {', '.join(kinds)}, "
+            f"{jax.process_count()} process{'es' if jax.process_count() > 1 else ''}")
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -58,7 +93,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P(DATA_AXIS))
+    return NamedSharding(mesh, P(BATCH_AXES))
 
 
 def check_batch_size(global_batch: int, mesh: Mesh) -> int:

@@ -51,13 +51,16 @@ class Targets(NamedTuple):
         return self.lam * f(self.labels) + (1.0 - self.lam) * f(self.labels_b)
 
 
-def mixup(images, labels, rng, alpha: float):
-    """PaddleVideo's Mixup: one ``lam ~ Beta(alpha, alpha)`` for the batch and a permutation.
+def mixup(images, labels, rng, alpha: float, lam=None):
+    """PaddleVideo's Mixup of a batch: one ``lam ~ Beta(alpha, alpha)`` (unless ``lam`` is
+    given) and a permutation of the batch.
 
     Returns ``(mixed images, labels_b, lam)``; the loss and accuracies are
-    ``lam * f(labels) + (1 - lam) * f(labels_b)``."""
+    ``lam * f(labels) + (1 - lam) * f(labels_b)``. The train step applies it to each device's
+    shard with one ``lam`` for the global batch (:func:`ppsn.train.steps.mixup_per_shard`)."""
     lam_rng, perm_rng = jax.random.split(rng)
-    lam = jax.random.beta(lam_rng, alpha, alpha)
+    if lam is None:
+        lam = jax.random.beta(lam_rng, alpha, alpha)
     perm = jax.random.permutation(perm_rng, images.shape[0])
     mixed = lam * images + (1.0 - lam) * images[perm]
     return mixed.astype(images.dtype), labels[perm], lam

@@ -1,11 +1,16 @@
 """Pure step functions, written once against a task (:mod:`ppsn.train.tasks`).
 
-``train_step(cfg, state, batch, rng, constants)`` and ``eval_step(cfg, state, batch)``. Batches
-arrive as uint8 frames; normalization and mixup happen here, on the device. ``rng`` is the
-run's base key; the step's randomness is ``fold_in(rng, state.step)``, so a resumed run draws
-exactly what an uninterrupted one would. ``jit_steps`` compiles them with explicit shardings
-over a mesh: the train state replicated and donated, batches split along the batch axis, the
-task's ``constants`` (a ``kd`` teacher) replicated once and never donated.
+``train_step(cfg, state, batch, rng, constants, mesh)`` and ``eval_step(cfg, state, batch)``.
+Batches arrive as uint8 frames; normalization and mixup happen here, on the device. ``rng`` is
+the run's base key; the step's randomness is ``fold_in(rng, state.step)``, so a resumed run
+draws exactly what an uninterrupted one would. ``jit_steps`` compiles them with explicit
+shardings over a mesh: the train state replicated and donated, batches split along the batch
+axis, the task's ``constants`` (a ``kd`` teacher) replicated once and never donated.
+
+Nothing of the batch crosses devices: mixup mixes each device's shard within itself (as
+PaddleVideo mixes each GPU's batch), so the step's only collectives are the all-reduces of the
+gradients, the BatchNorm statistics and the scalar metrics (checked from the compiled program
+in ``tests/train/test_steps.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import PartitionSpec as P
 
 from ppsn import parallel
 from ppsn.data.transforms import normalize
@@ -58,9 +64,31 @@ def create_state(variables, tx: optax.GradientTransformation) -> TrainState:
                       batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"]))
 
 
-def train_step(cfg: StepConfig, state: TrainState, batch, rng, constants=()
+def mixup_per_shard(images, labels, rng, alpha: float, mesh=None):
+    """Mixup with no traffic between devices: one ``lam ~ Beta(alpha, alpha)`` for the global
+    batch, and each device's shard (of ``mesh``'s batch axes) mixed with a permutation of
+    itself, drawn from ``rng`` folded with the shard's index. Without a mesh the whole batch is
+    one shard. The loss and accuracy weights stay exact: every example has the same ``lam``.
+    Returns ``(mixed images, labels_b, lam)`` like :func:`ppsn.train.losses.mixup`."""
+    lam_rng, perm_rng = jax.random.split(rng)
+    lam = jax.random.beta(lam_rng, alpha, alpha)
+    if mesh is None:
+        return losses.mixup(images, labels, perm_rng, alpha, lam)
+
+    def mix_shard(images, labels, perm_rng, lam):
+        shard_rng = jax.random.fold_in(perm_rng, jax.lax.axis_index(parallel.BATCH_AXES))
+        mixed, labels_b, _ = losses.mixup(images, labels, shard_rng, alpha, lam)
+        return mixed, labels_b
+
+    rows = P(parallel.BATCH_AXES)
+    mixed, labels_b = jax.shard_map(mix_shard, mesh=mesh, in_specs=(rows, rows, P(), P()),
+                                    out_specs=(rows, rows))(images, labels, perm_rng, lam)
+    return mixed, labels_b, lam
+
+
+def train_step(cfg: StepConfig, state: TrainState, batch, rng, constants=(), mesh=None
                ) -> tuple[TrainState, dict]:
-    """One optimizer step.
+    """One optimizer step (``mesh``: the devices the batch is split over, for mixup).
 
     Metrics: ``loss`` (the total) and the task's parts (``ce``, ``kd``, ...), ``top1``/``top5``
     of the served model on the mixed labels, ``lr``, ``param_norm``."""
@@ -69,7 +97,8 @@ def train_step(cfg: StepConfig, state: TrainState, batch, rng, constants=()
     mix_rng, dropout_rng = jax.random.split(rng)
     images = normalize(batch["frames"])
     if cfg.mixup_alpha > 0:
-        images, labels_b, lam = losses.mixup(images, batch["label"], mix_rng, cfg.mixup_alpha)
+        images, labels_b, lam = mixup_per_shard(images, batch["label"], mix_rng,
+                                                cfg.mixup_alpha, mesh)
         targets = losses.Targets(batch["label"], labels_b, lam)
     else:
         targets = losses.Targets.unmixed(batch["label"])
@@ -118,7 +147,7 @@ def jit_steps(cfg: StepConfig, mesh):
     holds them on the devices."""
     rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     constants = jax.device_put(cfg.task.constants, rep)
-    jitted = jax.jit(lambda s, b, r, c: train_step(cfg, s, b, r, c),
+    jitted = jax.jit(lambda s, b, r, c: train_step(cfg, s, b, r, c, mesh),
                      in_shardings=(rep, data, rep, rep), out_shardings=(rep, rep),
                      donate_argnums=0)
 

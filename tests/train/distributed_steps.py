@@ -5,7 +5,8 @@
 Launched by the tests in fresh processes (the CPU device count is fixed at JAX start-up):
 with ``XLA_FLAGS=--xla_force_host_platform_device_count=K`` for several local devices, and
 with ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID`` for several
-processes (each feeds its own rows of the global batch).
+processes (each feeds its own rows of the global batch). ``--mixup_alpha 0`` turns mixup off: each
+device mixes its own shard, so which examples are mixed depends on the device count.
 """
 
 import argparse
@@ -25,6 +26,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--mesh_devices", type=int, default=0, help="0: all devices")
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--mixup_alpha", type=float, default=0.2)
     args = parser.parse_args()
     parallel.initialize_distributed()
     devices = jax.devices()[: args.mesh_devices or None]
@@ -32,6 +34,7 @@ def main():
 
     config = pptsn_config()
     config.model.depth, config.model.num_classes = 18, 10
+    config.loss.mixup_alpha = args.mixup_alpha
     # Gentle steps: with the recipe's x5/x10 fc rates random data makes the loss grow, which
     # amplifies float rounding (summation order differs between device counts).
     config.optim.base_lr, config.optim.warmup_start_lr = 0.002, 0.001

@@ -1,4 +1,10 @@
-"""Results do not depend on the device count or the process count."""
+"""Results do not depend on the device count or the process count.
+
+Mixup is the exception: each device mixes its own shard (no batch crosses devices, as
+PaddleVideo mixes each GPU's batch), so with mixup on the mixed pairs depend on how many
+devices share the batch. 1 vs 8 devices is compared without mixup; 2 processes x 2 devices vs
+1 x 4 (the same 4 shards) with it.
+"""
 
 import json
 import os
@@ -28,10 +34,14 @@ def _run(devices, *args, **extra):
 
 
 def test_one_device_and_eight_devices_give_the_same_loss():
-    one = _run(8, "--mesh_devices", "1")
-    eight = _run(8, "--mesh_devices", "8")
+    one = _run(8, "--mesh_devices", "1", "--mixup_alpha", "0")
+    eight = _run(8, "--mesh_devices", "8", "--mixup_alpha", "0")
     assert one["devices"] == 1 and eight["devices"] == 8
-    np.testing.assert_allclose(one["losses"], eight["losses"], rtol=0, atol=1e-5)
+    # The first loss uses BatchNorm statistics of the whole batch on both; later ones differ
+    # by float summation order only, which random labels without mixup amplify ~5x per step
+    # (observed: 7e-7, 4e-6, 5e-5).
+    assert abs(one["losses"][0] - eight["losses"][0]) < 1e-5
+    np.testing.assert_allclose(one["losses"], eight["losses"], rtol=0, atol=2e-4)
     assert one["losses"][0] != one["losses"][-1]  # the steps really trained
     np.testing.assert_allclose(one["param_checksum"], eight["param_checksum"], rtol=1e-5)
 

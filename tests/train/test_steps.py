@@ -1,10 +1,17 @@
+import json
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from ppsn import parallel
 from ppsn.recipe import pptsn_config
 from ppsn.train import steps, tasks
+from tests.conftest import REPO_ROOT
 
 
 def _setup(amp):
@@ -51,3 +58,47 @@ def test_eval_step_counts_only_masked_examples():
     sums = parallel.to_host(evaluate(state, parallel.to_global(batch, mesh)))
     assert float(sums["count"]) == 3.0
     assert 0.0 <= float(sums["top1"]) <= 3.0 and float(sums["loss"]) > 0
+
+
+@pytest.fixture(scope="module")
+def compiled_on_8_devices():
+    """tests.train.compiled_step run on 8 CPU devices (the train step's HLO and one mixup)."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    out = subprocess.run([sys.executable, "-m", "tests.train.compiled_step"], cwd=REPO_ROOT,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_compiled_step_moves_no_batch_between_devices(compiled_on_8_devices):
+    """No all-gather, all-to-all or collective-permute; the all-reduces carry the gradients, the
+    BatchNorm statistics (forward: mean and variance; backward: their two sums) and a few
+    scalar metrics, whatever the batch size."""
+    out = compiled_on_8_devices
+    assert out["devices"] == 8
+    small, large = out["batch8"], out["batch16"]
+    for compiled in (small, large):
+        assert set(compiled["ops"]) == {"all-reduce"}, compiled["ops"]
+    assert small["all_reduce_bytes"] == large["all_reduce_bytes"]  # not the batch's size
+    bound = out["grad_bytes"] + 2 * out["bn_stats_bytes"] + 1024
+    assert out["grad_bytes"] <= small["all_reduce_bytes"] <= bound
+
+
+def test_mixup_mixes_each_device_shard_within_itself(compiled_on_8_devices):
+    mix = compiled_on_8_devices["mixup"]
+    rows, partner, lam = mix["rows_per_device"], mix["partner"], mix["lam"]
+    assert rows == 4 and 0 < lam < 1
+    assert [p // rows for p in partner] == [i // rows for i in range(len(partner))]
+    assert len({tuple(partner[i:i + rows]) for i in range(0, len(partner), rows)}) > 1
+    # one lam for every example: row i is lam * i + (1 - lam) * partner
+    np.testing.assert_allclose(mix["mixed"], [lam * i + (1 - lam) * p
+                                              for i, p in enumerate(partner)], rtol=1e-6)
+
+
+def test_without_a_mesh_the_whole_batch_is_one_shard():
+    images = jnp.arange(8, dtype=jnp.float32)[:, None]
+    mixed, labels_b, lam = steps.mixup_per_shard(images, jnp.arange(8), jax.random.PRNGKey(0),
+                                                 0.2)
+    np.testing.assert_allclose(mixed[:, 0], lam * np.arange(8) + (1 - lam) * np.asarray(labels_b),
+                               rtol=1e-6)
+    assert sorted(np.asarray(labels_b).tolist()) == list(range(8))
