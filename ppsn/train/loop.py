@@ -10,6 +10,7 @@ the run continues from it (train state, rng and the Grain iterator position), be
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import math
@@ -19,11 +20,14 @@ from typing import Any
 
 import jax
 
-from ppsn import checkpoint, parallel
+from ppsn import backend, checkpoint, compilation, parallel
 from ppsn.data import pipeline, toy
-from ppsn.train import reporting, steps, tasks, validation
+from ppsn.train import prefetch, reporting, steps, tasks, validation
 
 log = logging.getLogger(__name__)
+
+PREFETCH_BATCHES = 2  # global batches put on the devices ahead of the step that uses them
+MAX_STEPS_IN_FLIGHT = 2  # dispatched steps the host may run ahead of the device
 
 
 @dataclasses.dataclass
@@ -53,6 +57,7 @@ class Progress:
 
     meter: reporting.Meter
     best_top1: float
+    in_flight: reporting.InFlight = dataclasses.field(default_factory=reporting.InFlight)
     last_val: dict = dataclasses.field(default_factory=dict)
     replaced: int = 0
     step_times: list = dataclasses.field(default_factory=list)
@@ -63,6 +68,7 @@ def setup(config, workdir: str) -> Run:
     parallel.initialize_distributed()
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
+    compilation.use_persistent_cache(config.compilation_cache_dir, workdir)
     if jax.process_index() == 0:
         toy.ensure_toy_data(config.data)
         with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -73,6 +79,10 @@ def setup(config, workdir: str) -> Run:
         multihost_utils.sync_global_devices("ppsn: data ready")
 
     mesh = parallel.make_mesh()
+    log.info("%s; compute dtype %s, convolutions %s; batch %d = %s per device",
+             parallel.describe(mesh), jax.numpy.dtype(backend.compute_dtype(config.amp)).name,
+             backend.conv_impl(config.model.conv_impl), config.batch_size,
+             f"{config.batch_size / mesh.devices.size:g}")
     num_classes = config.model.num_classes
     train_source = pipeline.make_source(config.data, "train", num_classes)
     local_batch = parallel.check_batch_size(config.batch_size, mesh)
@@ -122,19 +132,27 @@ def restore_or_initialize(run: Run):
 
 
 def log_progress(run: Run, progress: Progress, done: int) -> None:
-    """Fetch the pending metrics, check them, print PaddleVideo's line, write TensorBoard."""
-    meter = progress.meter
-    m = meter.fetch()
-    elapsed = time.perf_counter() - meter.start
-    n = len(meter.values)
-    progress.step_times.append(elapsed / n)
-    eta = reporting.eta(progress.step_times, run.total_steps - done)
-    epoch = math.ceil(done / run.steps_per_epoch)
-    log.info(reporting.log_line(epoch, run.config.num_epochs, done, m, run.task.log_parts,
-                                elapsed / n, meter.reader / n, run.config.batch_size * n / elapsed,
-                                eta))
-    run.writer.scalars("train", m, done)
+    """Packs the interval's metrics into one array and starts its copy to the host; the line is
+    printed when it has arrived (:func:`emit_logs`), without waiting for it here."""
+    progress.in_flight.add(progress.meter.pack(run.config.log_interval))
     progress.meter = reporting.Meter(first_step=done)
+
+
+def emit_logs(run: Run, progress: Progress, wait: bool = False) -> None:
+    """Checks the metrics that have arrived (all of them with ``wait``), prints PaddleVideo's
+    line for each interval, writes TensorBoard. A non-finite loss raises here."""
+
+    def write(interval: reporting.Interval, m: dict) -> None:
+        n, elapsed = interval.count, interval.elapsed
+        progress.step_times.append(elapsed / n)
+        eta = reporting.eta(progress.step_times, run.total_steps - interval.done)
+        epoch = math.ceil(interval.done / run.steps_per_epoch)
+        log.info(reporting.log_line(epoch, run.config.num_epochs, interval.done, m,
+                                    run.task.log_parts, elapsed / n, interval.reader / n,
+                                    run.config.batch_size * n / elapsed, eta))
+        run.writer.scalars("train", m, interval.done)
+
+    progress.in_flight.emit(write, wait)
 
 
 def validate_and_keep_best(run: Run, progress: Progress, state, done: int) -> None:
@@ -151,16 +169,19 @@ def validate_and_keep_best(run: Run, progress: Progress, state, done: int) -> No
     progress.last_val = val
 
 
-def save_checkpoint(run: Run, progress: Progress, state, rng, done: int) -> None:
-    """A train checkpoint of a state whose losses were checked (pending metrics are fetched
-    first, so a non-finite step is never saved)."""
+def save_checkpoint(run: Run, progress: Progress, state, rng, done: int, position) -> None:
+    """A train checkpoint of a state whose losses were checked (every metric up to ``done`` is
+    fetched and checked first, so a non-finite step is never saved). ``position``: the data
+    iterator's state after the batch of step ``done`` (the prefetcher reads ahead)."""
+    emit_logs(run, progress, wait=True)
     if progress.meter.values:
-        progress.meter.fetch()
-    run.ckpt.save(done, state, rng, run.data_iter, run.task.meta())
+        progress.meter.pack(run.config.log_interval).fetch()  # checks; logged later
+    run.ckpt.save(done, state, rng, position, run.task.meta())
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
     """Train (and validate) per ``config``; returns the last validation metrics (or {})."""
+    compiles = compilation.CompileCounter().open()
     run = setup(config, workdir)
     state, rng, start = restore_or_initialize(run)
     log.info("training %s: %d videos, %d steps per epoch, %d steps, global batch %d on %d "
@@ -169,27 +190,39 @@ def train_and_evaluate(config, workdir: str) -> dict:
              jax.process_count())
     progress = Progress(meter=reporting.Meter(first_step=start),
                         best_top1=validation.best_top1(run.workdir))
+    feed = prefetch.DevicePrefetcher(run.data_iter, lambda batch: (parallel.to_global(
+        {"frames": batch["frames"], "label": batch["label"]}, run.mesh),
+        int(batch["replaced"].sum())), size=PREFETCH_BATCHES)
+    pending = collections.deque()  # a small output of each step still being computed
     try:
         for step in range(start, run.total_steps):
             t0 = time.perf_counter()
-            batch = next(run.data_iter)
+            batch, replaced = next(feed)
             progress.meter.reader += time.perf_counter() - t0
-            progress.replaced += int(batch["replaced"].sum())
-            state, metrics = run.train_fn(state, parallel.to_global(
-                {"frames": batch["frames"], "label": batch["label"]}, run.mesh), rng)
+            progress.replaced += replaced
+            state, metrics = run.train_fn(state, batch, rng)
             progress.meter.values.append(metrics)
+            pending.append(metrics["loss"])
+            if len(pending) > MAX_STEPS_IN_FLIGHT:  # the host stays at most this far ahead
+                pending.popleft().block_until_ready()
             done = step + 1
             epoch_end = done % run.steps_per_epoch == 0
             if done % config.log_interval == 0 or epoch_end or done == run.total_steps:
                 log_progress(run, progress, done)
+            emit_logs(run, progress)
             if epoch_end and run.val and (done // run.steps_per_epoch) % config.val_interval == 0:
+                emit_logs(run, progress, wait=True)
                 validate_and_keep_best(run, progress, state, done)
             if done % config.checkpoint_every_steps == 0 or done == run.total_steps:
-                save_checkpoint(run, progress, state, rng, done)
+                save_checkpoint(run, progress, state, rng, done, feed.position())
+        emit_logs(run, progress, wait=True)
     finally:
+        feed.close()
+        compiles.close()
         run.ckpt.wait()
         run.ckpt.close()
         run.writer.close()
+    log.info(compiles.summary())
     summarize(run, progress)
     return progress.last_val
 

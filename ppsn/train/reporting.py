@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import os
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ppsn import parallel
@@ -27,18 +29,72 @@ class Meter:
     reader: float = 0.0
     start: float = dataclasses.field(default_factory=time.perf_counter)
 
+    def pack(self, length: int) -> "Interval":
+        """The pending metrics as one device array, its copy to the host started (not waited
+        on). Padded to ``length`` rows (the log interval) so that packing compiles once."""
+        rows = self.values + [self.values[-1]] * (max(length, len(self.values)) - len(self.values))
+        array = _stack(rows)
+        array.copy_to_host_async()
+        return Interval(array, sorted(self.values[0]), len(self.values), self.first_step,
+                        time.perf_counter() - self.start, self.reader)
+
+
+@jax.jit
+def _stack(rows):
+    """Step metrics (dicts of scalars) -> one float32 ``[steps, metrics]`` array, keys sorted."""
+    return jnp.stack([jnp.stack([jnp.asarray(row[k], jnp.float32) for k in sorted(row)])
+                      for row in rows])
+
+
+@dataclasses.dataclass
+class Interval:
+    """The metrics of the steps between two log lines, on their way to the host."""
+
+    array: jax.Array
+    names: list
+    count: int  # real rows (the rest is padding)
+    first_step: int
+    elapsed: float  # wall seconds of the interval, and of them waiting for data
+    reader: float
+
+    @property
+    def done(self) -> int:
+        return self.first_step + self.count
+
+    def ready(self) -> bool:
+        return self.array.is_ready()
+
     def fetch(self) -> dict:
-        """Fetch the pending metrics, check that they are finite, average them."""
-        host = [parallel.to_host(m) for m in self.values]
-        for i, m in enumerate(host):
-            if not (np.isfinite(m["loss"]) and np.isfinite(m["param_norm"])):
-                raise NonFiniteLossError(
-                    f"non-finite loss {m['loss']} (parameter norm {m['param_norm']}) at step "
-                    f"{self.first_step + i + 1}: stopping; the checkpoints and the best model on "
-                    "disk are from before it")
-        out = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-        out["lr"] = float(host[-1]["lr"])
+        """The interval's mean metrics (``lr``: the last step's), after checking that every
+        step's loss and parameter norm are finite."""
+        rows = np.asarray(parallel.to_host(self.array))[:self.count]
+        m = {k: rows[:, i] for i, k in enumerate(self.names)}
+        bad = ~(np.isfinite(m["loss"]) & np.isfinite(m["param_norm"]))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise NonFiniteLossError(
+                f"non-finite loss {m['loss'][i]} (parameter norm {m['param_norm'][i]}) at step "
+                f"{self.first_step + i + 1}: stopping; the checkpoints and the best model on "
+                "disk are from before it")
+        out = {k: float(np.mean(v)) for k, v in m.items()}
+        out["lr"] = float(m["lr"][-1])
         return out
+
+
+class InFlight:
+    """Log intervals whose metrics are being copied to the host; ``emit`` hands the arrived ones
+    (or, with ``wait``, all) to ``write(interval, metrics)`` in order."""
+
+    def __init__(self):
+        self._intervals: collections.deque[Interval] = collections.deque()
+
+    def add(self, interval: Interval) -> None:
+        self._intervals.append(interval)
+
+    def emit(self, write, wait: bool = False) -> None:
+        while self._intervals and (wait or self._intervals[0].ready()):
+            interval = self._intervals.popleft()
+            write(interval, interval.fetch())
 
 
 def log_line(epoch, num_epochs, step, m, log_parts, batch_cost, reader_cost, ips, eta) -> str:

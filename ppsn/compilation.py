@@ -1,0 +1,83 @@
+"""XLA compilations: JAX's persistent compilation cache, and counting what a run compiles.
+
+``use_persistent_cache(config.compilation_cache_dir, workdir)`` turns the cache on (``''``:
+``WORKDIR/compilation_cache``; ``'none'``: off): a restarted or repeated run loads its compiled
+programs from there instead of compiling them again (on a pod, minutes per restart). Every
+program is cached, however fast it compiled (JAX's defaults skip those under a second, so a
+rerun would still compile the small ones).
+
+``CompileCounter`` counts backend compilations from ``jax.monitoring`` events while it is open:
+``compiled`` (real compilations) and ``cache_hits`` (loaded from the persistent cache). Runs
+log them at the end; the tests use them to check that a function compiles once per run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+from jax import monitoring
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = "compilation_cache"
+_BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"  # compiles and cache loads
+_CACHE_HIT = "/jax/compilation_cache/cache_hits"
+
+
+def use_persistent_cache(value: str, workdir: str) -> str | None:
+    """Points JAX's persistent compilation cache at ``value`` (or ``WORKDIR/compilation_cache``);
+    returns the directory, or ``None`` when ``value`` is ``'none'``."""
+    if value.lower() == "none":
+        return None
+    path = value or os.path.join(workdir, CACHE_DIR)
+    from jax.experimental.compilation_cache import compilation_cache
+
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    compilation_cache.reset_cache()  # a process that already compiled reads the new directory
+    log.info("persistent compilation cache: %s", path)
+    return path
+
+
+class CompileCounter:
+    """Counts backend compilations while open (a context manager, or ``open()`` / ``close()``)."""
+
+    def __init__(self):
+        self.total = 0  # backend compile requests: real compilations + persistent-cache loads
+        self.cache_hits = 0
+        self.names: list[str] = []
+
+    @property
+    def compiled(self) -> int:
+        return self.total - self.cache_hits
+
+    def _on_duration(self, event, duration, **kwargs):
+        if event == _BACKEND_COMPILE:
+            self.total += 1
+            self.names.append(str(kwargs.get("fun_name", "?")))
+
+    def _on_event(self, event, **kwargs):
+        if event == _CACHE_HIT:
+            self.cache_hits += 1
+
+    def open(self) -> "CompileCounter":
+        monitoring.register_event_duration_secs_listener(self._on_duration)
+        monitoring.register_event_listener(self._on_event)
+        return self
+
+    def close(self) -> None:
+        monitoring.unregister_event_duration_listener(self._on_duration)
+        monitoring.unregister_event_listener(self._on_event)
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def summary(self) -> str:
+        return (f"XLA compilations: {self.compiled} compiled, {self.cache_hits} loaded from the "
+                f"persistent cache")

@@ -1,0 +1,50 @@
+"""The persistent compilation cache and the compile counts runs report."""
+
+import re
+import subprocess
+
+import jax
+import jax.numpy as jnp
+
+from ppsn import compilation
+from tests.conftest import REPO_ROOT
+from tests.train.test_loop import _tiny_flags
+
+
+def _compilations(log):
+    m = re.search(r"XLA compilations: (\d+) compiled, (\d+) loaded from the persistent cache", log)
+    assert m, log[-3000:]
+    return int(m.group(1)), int(m.group(2))
+
+
+def test_a_second_identical_run_compiles_nothing_new(toy_dir, tmp_path):
+    cache = tmp_path / "cache"
+    logs = []
+    for name in ("first", "second"):
+        cmd = _tiny_flags(toy_dir, tmp_path / name, num_epochs=1, checkpoint_every_steps=100,
+                          compilation_cache_dir=str(cache))
+        done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        logs.append(done.stderr)
+    first, second = _compilations(logs[0]), _compilations(logs[1])
+    assert first[0] > 0 and first[1] == 0
+    assert second == (0, first[0]), (first, second)  # everything loaded from the cache
+    # The run's first lines say what it runs on and how.
+    head = logs[0][:logs[0].index("training TSN")]
+    assert "mesh slice=1 x data=1: 1 x cpu (cpu), 1 process" in head
+    assert "compute dtype float32, convolutions matmul; batch 8 = 8 per device" in head
+
+
+def test_the_default_cache_is_under_the_workdir_and_none_turns_it_off(tmp_path):
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        assert compilation.use_persistent_cache("none", str(tmp_path)) is None
+        path = compilation.use_persistent_cache("", str(tmp_path))
+        assert path == str(tmp_path / compilation.CACHE_DIR)
+        with compilation.CompileCounter() as compiles:
+            jax.jit(lambda x: x * 3 + 1)(jnp.arange(5.0)).block_until_ready()
+        assert compiles.compiled >= 1 and any((tmp_path / compilation.CACHE_DIR).iterdir())
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+        from jax.experimental.compilation_cache import compilation_cache
+        compilation_cache.reset_cache()
