@@ -6,9 +6,14 @@
 ``best/``) or a training workdir (its ``best/`` if present, else its latest checkpoint). The
 model averages the features of all ``test_num_seg x 10`` views of a video, as PaddleVideo does.
 
-Batches are padded with a mask so that every process runs the same number of steps and no video
-is dropped or counted twice, whatever the device and process counts. Outputs, beside each other
-in the output directory:
+``config.test_batch_per_device`` videos go to each device per step (the global batch follows
+the device count). Batches are padded with a mask so that every process runs the same number of
+steps and no video is dropped or counted twice, whatever the device and process counts. One
+jitted function scores a batch and returns its rows' index, label and flags with the scores, so
+the run compiles the same programs for 30 videos or 30,000 (``summary.json`` records the count);
+each batch's results are fetched while the device computes the next one. How many views go
+through the model per call is :func:`ppsn.backend.views_per_call`'s (``data.test_views_per_chunk``).
+Outputs, beside each other in the output directory:
 
 * ``ledger.csv``: ``video_id, label, prediction, score`` for every entry of the list (a video
   that cannot be decoded gets prediction -1 and counts as wrong);
@@ -28,7 +33,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from ppsn import checkpoint, parallel
+from ppsn import backend, checkpoint, compilation, parallel
 from ppsn.data import pipeline
 from ppsn.data.labels import read_label_names
 from ppsn.data.transforms import normalize, ten_crop_on_device
@@ -38,12 +43,15 @@ from ppsn.train import initialize, losses
 log = logging.getLogger(__name__)
 
 
+ROW_KEYS = ("index", "label", "mask", "failed")  # per-video fields the scores come back with
+
+
 def score_fn(model, mesh, spec, views_per_chunk: int = 0):
-    """jitted ``scores(variables, batch)``: softmax over classes for a (global) batch; with
-    ``spec.device_crops`` the TenCrop views are cut here from ``batch['frames']`` and
-    ``batch['hw']``. ``views_per_chunk > 0`` runs the views in chunks
-    (:func:`ppsn.models.chunked_logits`). Scores come back replicated: every process sees
-    every row."""
+    """jitted ``score(variables, batch)``: ``{'scores': softmax over classes}`` for a (global)
+    batch, plus the batch's ``ROW_KEYS`` present, all replicated: every process sees every
+    row. With ``spec.device_crops`` the TenCrop views are cut here from ``batch['frames']``
+    and ``batch['hw']``. ``views_per_chunk > 0`` runs the views of each video that many at a
+    time (:func:`ppsn.models.chunked_logits`); 0 runs the whole batch in one call."""
     rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
 
     def score(variables, batch):
@@ -54,7 +62,8 @@ def score_fn(model, mesh, spec, views_per_chunk: int = 0):
             logits = chunked_logits(model, variables, normalize(frames), views_per_chunk)
         else:
             logits = model.apply(variables, normalize(frames), train=False)
-        return jax.nn.softmax(logits, axis=-1)
+        return {"scores": jax.nn.softmax(logits, axis=-1),
+                **{k: batch[k] for k in ROW_KEYS if k in batch}}
 
     return jax.jit(score, in_shardings=(rep, data), out_shardings=rep)
 
@@ -66,43 +75,68 @@ def class_names(path: str | None, num_classes: int) -> list[str]:
 
 
 def run_test(config, weights: str, output_dir: str) -> dict:
+    with compilation.CompileCounter() as compiles:
+        summary = _run_test(config, weights, output_dir, compiles)
+    return summary
+
+
+def _run_test(config, weights, output_dir, compiles) -> dict:
     parallel.initialize_distributed()
+    compilation.use_persistent_cache(config.compilation_cache_dir, output_dir)
     mesh = parallel.make_mesh()
     num_classes = config.model.num_classes
     source = pipeline.make_source(config.data, "test", num_classes)
     spec = pipeline.clip_spec(config.data, "test")
-    local = parallel.check_batch_size(config.test_batch_size, mesh)
+    per_device = config.test_batch_per_device
+    local = parallel.check_batch_size(per_device * mesh.devices.size, mesh)
+    views_per_call = backend.views_per_call(config.data.test_views_per_chunk)
+    model = initialize.build_model(config)
+    log.info("%s; compute dtype %s, convolutions %s; test batch %d per device (%d videos), "
+             "%s per model call", parallel.describe(mesh), jax.numpy.dtype(model.dtype).name,
+             model.conv_impl, per_device, per_device * mesh.devices.size,
+             f"{views_per_call} views" if views_per_call else "all views of the batch")
     variables, meta = checkpoint.load_weights(weights)
     what = meta["path"]
-    model = initialize.build_model(config)
     variables = jax.device_put(variables, parallel.replicated(mesh))
-    score = score_fn(model, mesh, spec, config.data.test_views_per_chunk)
+    score = score_fn(model, mesh, spec, views_per_call)
 
     ds = pipeline.eval_dataset(source, spec, local,
                                skip_log=os.path.join(output_dir, "bad_samples.jsonl"))
     n = len(source)
     scores = np.full((n, num_classes), np.nan, np.float32)
+    labels = np.full(n, -1, np.int64)
     failed = np.zeros(n, bool)
     seen = np.zeros(n, np.int32)
+    video_ids: dict[int, str] = {}  # this process's rows
+
+    def record(out):
+        out = parallel.to_host(out)
+        for row in np.nonzero(out["index"] >= 0)[0]:
+            i = int(out["index"][row])
+            seen[i] += 1
+            labels[i] = out["label"][row]
+            if out["mask"][row]:
+                scores[i] = out["scores"][row]
+            failed[i] |= bool(out["failed"][row])
+
     show = jax.process_index() == 0
     os.makedirs(output_dir, exist_ok=True)
+    previous = None
     for batch in tqdm(pipeline.to_iterator(ds, config.data.num_workers), total=len(ds),
                       desc="test", unit="batch", disable=not show):
-        inputs = {k: batch[k] for k in ("frames", "hw") if k in batch}
-        out = parallel.to_host(score(variables, parallel.to_global(inputs, mesh)))
-        meta = parallel.to_host(_gather(
-            {k: batch[k] for k in ("index", "mask", "failed")}, mesh))
-        for row in np.nonzero(meta["index"] >= 0)[0]:
-            i = int(meta["index"][row])
-            seen[i] += 1
-            if meta["mask"][row]:
-                scores[i] = out[row]
-            failed[i] |= bool(meta["failed"][row])
+        inputs = {k: batch[k] for k in ("frames", "hw", *ROW_KEYS) if k in batch}
+        out = score(variables, parallel.to_global(inputs, mesh))  # dispatched, not waited on
+        video_ids.update((int(i), str(v)) for i, v in zip(batch["index"], batch["video_id"])
+                         if i >= 0)
+        if previous is not None:
+            record(previous)  # one batch late: the device is already busy with this one
+        previous = out
+    if previous is not None:
+        record(previous)
     if not (seen == 1).all():  # the exactly-once invariant: never expected to fire
         raise RuntimeError(f"videos scored {sorted(set(seen.tolist()))} times, expected once each")
 
-    labels = np.array([source[i]["label"] for i in range(n)])
-    video_ids = [source[i]["video_id"] for i in range(n)]
+    video_ids = _all_video_ids(video_ids, n)
     pred = np.where(failed, -1, np.nan_to_num(scores, nan=-1).argmax(-1))
     correct1 = losses.topk_correct_numpy(np.nan_to_num(scores, nan=-1), labels, 1) & ~failed
     correct5 = losses.topk_correct_numpy(np.nan_to_num(scores, nan=-1), labels, 5) & ~failed
@@ -113,20 +147,36 @@ def run_test(config, weights: str, output_dir: str) -> dict:
         "list_sha256": source.fingerprint() if hasattr(source, "fingerprint") else None,
         "num_seg": spec.num_seg, "views": spec.views,
         "devices": mesh.devices.size, "processes": jax.process_count(),
+        "batch_per_device": per_device, "views_per_call": views_per_call or spec.views * local,
+        "compilations": compiles.total, "compiled": compiles.compiled,
         "config": json.loads(config.to_json_best_effort()),
     }
     if show:
         names = class_names(config.data.label_list, num_classes)
         _write_reports(output_dir, video_ids, labels, pred, scores, failed, names, summary)
+    log.info(compiles.summary())
     print(f"Top-1: {summary['top1']:.4f}  Top-5: {summary['top5']:.4f}  ({n} videos, "
           f"{summary['failed']} failed to decode; reports in {output_dir})")
     return summary
 
 
-def _gather(local, mesh):
-    """Process-local rows -> replicated global arrays (so process 0 sees every row)."""
-    global_arrays = parallel.to_global(local, mesh)
-    return jax.jit(lambda x: x, out_shardings=parallel.replicated(mesh))(global_arrays)
+def _all_video_ids(local: dict[int, str], n: int) -> list[str]:
+    """Every video's id from each process's rows (one gather, at the end, across processes)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        encoded = {i: v.encode() for i, v in local.items()}
+        width = int(np.max(multihost_utils.process_allgather(
+            np.int32(max(map(len, encoded.values()), default=1)))))
+        codes = np.zeros((n, width + 1), np.uint8)  # the last column: 1 where this process knows
+        for i, v in encoded.items():
+            codes[i, :len(v)] = np.frombuffer(v, np.uint8)
+            codes[i, -1] = 1
+        gathered = np.asarray(multihost_utils.process_allgather(codes))  # [processes, n, width]
+        owner = gathered[:, :, -1].argmax(0)
+        rows = gathered[owner, np.arange(n), :-1]
+        local = {i: bytes(r).rstrip(b"\0").decode() for i, r in enumerate(rows)}
+    return [local[i] for i in range(n)]
 
 
 def _write_reports(output_dir, video_ids, labels, pred, scores, failed, names, summary):

@@ -28,7 +28,7 @@ def weights(tmp_path_factory):
 def _cmd(toy_dir, weights, out, batch):
     flags = {"data.data_prefix": toy_dir, "data.test_list": f"{toy_dir}/val_frames.list",
              "data.label_list": f"{toy_dir}/label_list.txt", "data.test_num_seg": 2,
-             "data.short_size": 40, "data.target_size": 32, "test_batch_size": batch}
+             "data.short_size": 40, "data.target_size": 32, "test_batch_per_device": batch}
     return ([sys.executable, "-m", "ppsn.main", "--config=configs/pptsn_toy.py", "--mode=test",
              f"--weights={weights}", f"--workdir={out}"]
             + [f"--config.{k}={v}" for k, v in flags.items()])
@@ -45,7 +45,7 @@ def _ledger(out):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("devices,batch", [(1, 3), (3, 6), (8, 8)])
+@pytest.mark.parametrize("devices,batch", [(1, 3), (3, 2), (8, 1)])
 def test_every_video_is_scored_once_on_any_device_count(toy_dir, weights, tmp_path, devices, batch):
     out = tmp_path / "test"
     done = subprocess.run(_cmd(toy_dir, weights, out, batch), cwd=REPO_ROOT, env=_env(devices),
@@ -70,7 +70,7 @@ def test_two_processes_score_each_video_once(toy_dir, weights, tmp_path):
     port = portpicker.pick_unused_port()
     out = tmp_path / "test"
     procs = [subprocess.Popen(
-        _cmd(toy_dir, weights, out, 12), cwd=REPO_ROOT,
+        _cmd(toy_dir, weights, out, 3), cwd=REPO_ROOT,
         env=_env(2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=2,
                  JAX_PROCESS_ID=i),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
@@ -100,5 +100,68 @@ def test_device_crops_score_exactly_like_host_crops(toy_dir, weights):
         if device_crops:
             assert batch["frames"].shape == (4, 2, 64, 64, 3) and batch["hw"].shape == (4, 2)
         inputs = {k: batch[k] for k in ("frames", "hw") if k in batch}
-        results.append(np.asarray(score_fn(TSN(18, 10), mesh, spec)(variables, parallel.to_global(inputs, mesh))))
+        results.append(np.asarray(score_fn(TSN(18, 10), mesh, spec)(
+            variables, parallel.to_global(inputs, mesh))["scores"]))
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def _repeated_list(toy_dir, out, n):
+    """A frames list of ``n`` entries cycling over the toy training videos."""
+    lines = (toy_dir / "train_frames.list").read_text().splitlines()
+    out.write_text("\n".join(lines[i % len(lines)] for i in range(n)) + "\n")
+    return out
+
+
+def test_compilations_do_not_grow_with_the_number_of_videos(toy_dir, weights, tmp_path):
+    """Every jitted function compiles once per run: 30 and 60 videos (8 and 15 batches of 4)
+    compile the same number of programs."""
+    counts = {}
+    for n in (30, 60):
+        out = tmp_path / f"test{n}"
+        cmd = _cmd(toy_dir, weights, out, 4) + [
+            f"--config.data.test_list={_repeated_list(toy_dir, tmp_path / f'{n}.list', n)}",
+            "--config.compilation_cache_dir=none"]
+        done = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(1), capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["count"] == n and len(_ledger(out)) == n
+        assert summary["batch_per_device"] == 4 and summary["views_per_call"] == 10
+        counts[n] = summary["compilations"]
+        assert summary["compiled"] == summary["compilations"]  # the cache is off
+    assert counts[30] == counts[60] > 0, counts
+
+
+def test_labels_and_ids_come_from_the_batches_not_a_second_pass(toy_dir, weights, tmp_path,
+                                                                 monkeypatch):
+    """Each record of the source is read once, by the pipeline (TFDS records carry the frames:
+    a second pass to collect labels would read the whole dataset again)."""
+    from ppsn import test_mode
+    from ppsn.data import pipeline
+    from ppsn.recipe import toy_config
+
+    reads = []
+
+    class CountingSource(pipeline.ListFileSource):
+        def __getitem__(self, index):
+            reads.append(index)
+            return super().__getitem__(index)
+
+    def make_source(data_cfg, mode, num_classes):
+        return CountingSource(data_cfg.test_list, data_cfg.format, data_cfg.data_prefix,
+                              num_classes)
+
+    monkeypatch.setattr(pipeline, "make_source", make_source)
+    config = toy_config()
+    config.data.data_prefix = str(toy_dir)
+    config.data.test_list = str(toy_dir / "val_frames.list")
+    config.data.label_list = str(toy_dir / "label_list.txt")
+    config.data.test_num_seg, config.data.short_size, config.data.target_size = 2, 40, 32
+    config.test_batch_per_device = 3
+    config.compilation_cache_dir = "none"
+    summary = test_mode.run_test(config, str(weights), str(tmp_path / "out"))
+    assert summary["count"] == 20
+    assert sorted(reads) == list(range(20))  # each record read exactly once
+    rows = _ledger(tmp_path / "out")
+    listed = [line.split() for line in (toy_dir / "val_frames.list").read_text().splitlines()]
+    assert [(r["video_id"], int(r["label"])) for r in rows] == [(p, int(y)) for p, _, y in listed]

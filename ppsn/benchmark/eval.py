@@ -20,14 +20,17 @@ def add_parser(sub):
     e.add_argument("--num_seg", type=int, default=25)
     e.add_argument("--videos", type=int, default=2)
     e.add_argument("--data", default=None, help="a frames folder or a video file")
-    e.add_argument("--views_per_chunk", type=int, default=10, help="0: all views at once")
+    e.add_argument("--views_per_chunk", type=int, default=None,
+                   help="views per model call (0: all at once; default: per backend, 10 on "
+                   "CPU, all on GPU/TPU)")
+    e.add_argument("--amp", default="auto", help="auto (bf16 on GPU/TPU), true or false")
     return e
 
 
 def run(args) -> dict:
     import jax
 
-    from ppsn import parallel
+    from ppsn import backend, parallel
     from ppsn.data import pipeline
     from ppsn.recipe import pptsn_config
     from ppsn.test_mode import score_fn
@@ -36,11 +39,13 @@ def run(args) -> dict:
     config = pptsn_config()
     config.model.depth = args.depth
     config.data.test_num_seg = args.num_seg
+    config.amp = args.amp
+    views_per_call = backend.views_per_call(args.views_per_chunk)
     model = initialize.build_model(config)
     variables = initialize.scratch_variables(model, 0)
     mesh = parallel.make_mesh(jax.local_devices()[:1])
     spec = pipeline.clip_spec(config.data, "test")
-    score = score_fn(model, mesh, spec, args.views_per_chunk)
+    score = score_fn(model, mesh, spec, views_per_call)
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or timing.benchmark_video(tmp, "frames")
         source = timing.RepeatedSource(timing.record_for(data), args.videos + 1)
@@ -59,7 +64,8 @@ def run(args) -> dict:
                 device += t2 - t1
     n = args.videos
     return {"benchmark": "eval", "depth": args.depth, "num_seg": args.num_seg,
-            "views": spec.views, "views_per_chunk": args.views_per_chunk, "videos": n,
+            "views": spec.views, "views_per_chunk": views_per_call, "videos": n,
+            "precision": jax.numpy.dtype(model.dtype).name, "conv_impl": model.conv_impl,
             "device": jax.local_devices()[0].device_kind,
             "host_s_per_video": round(host / n, 3), "device_s_per_video": round(device / n, 3),
             "s_per_video": round((host + device) / n, 3),

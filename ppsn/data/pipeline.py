@@ -11,7 +11,8 @@ Every batch is a dict of numpy arrays:
 * ``mask``    bool ``[B]``: False for padding and for eval samples that failed to decode;
 * ``hw``      int32 ``[B, 2]`` (test with ``device_crops``): the scaled frames' height and width
   on their canvas;
-* ``replaced`` int32 ``[B]`` (train): how many bad samples were replaced to produce this one.
+* ``replaced`` int32 ``[B]`` (train): how many bad samples were replaced to produce this one;
+* ``video_id`` str ``[B]`` (valid / test): the record's ``video_id`` ('' for padding).
 
 Train: the whole source is shuffled per epoch from ``seed`` (Grain's ``shuffle().repeat()``
 reshuffles each epoch), each element's randomness (sampling, crop, flip) comes from an rng
@@ -123,16 +124,18 @@ class EvalLoader:
     def __init__(self, source, spec: ClipSpec, skip_log: str | None = None):
         self.source, self.spec, self.skip_log = source, spec, skip_log
 
-    def _example(self, frames, hw, index, label, mask, failed):
+    def _example(self, frames, hw, index, label, mask, failed, video_id=""):
         example = {"frames": frames, "label": np.int32(label), "index": np.int32(index),
-                   "mask": np.bool_(mask), "failed": np.bool_(failed)}
+                   "mask": np.bool_(mask), "failed": np.bool_(failed),
+                   "video_id": np.str_(video_id)}
         if self.spec.device_crops and self.spec.mode == "test":
             example["hw"] = hw
         return example
 
-    def _empty(self, index: int, label: int, failed: bool):
+    def _empty(self, index: int, label: int, failed: bool, video_id: str = ""):
         hw = np.array([self.spec.short_size, self.spec.short_size], np.int32)
-        return self._example(np.zeros(self.spec.shape, np.uint8), hw, index, label, False, failed)
+        return self._example(np.zeros(self.spec.shape, np.uint8), hw, index, label, False, failed,
+                             video_id)
 
     def __call__(self, position: int) -> dict[str, Any]:
         if position >= len(self.source):
@@ -145,8 +148,9 @@ class EvalLoader:
                 frames, hw = load_clip(record, self.spec), None
         except DecodeError as e:
             _note_bad(self.skip_log, record, e, self.spec.mode)
-            return self._empty(record["index"], record["label"], True)
-        return self._example(frames, hw, record["index"], record["label"], True, False)
+            return self._empty(record["index"], record["label"], True, record["video_id"])
+        return self._example(frames, hw, record["index"], record["label"], True, False,
+                             record["video_id"])
 
 
 def train_dataset(source, spec: ClipSpec, batch_size: int, seed: int, *,
