@@ -7,7 +7,10 @@ Writes into ``--output``:
 * ``model.jax``: the serialized ``jax.export.Exported`` of ``scores = f(weights, frames)``,
   with ``frames`` uint8 ``[n, views, size, size, 3]`` (TenCrop views of the scaled frames; ``n``
   is symbolic) and ``scores`` the softmax over classes, normalization and the averaging over
-  views included; lowered for CPU and CUDA;
+  views included, computed in float32; lowered for ``--platforms`` (default ``cpu,cuda,tpu``),
+  each with its own convolutions (:func:`ppsn.backend.conv_impl`: matrix products on CPU,
+  native convolutions on GPU/TPU; ``lax.platform_dependent`` picks at run time). A platform
+  that cannot be lowered is an error naming it, never dropped;
 * ``weights.npz``: the model variables, in the order ``model.jax`` takes them;
 * ``model.onnx`` (with ``--onnx``): the same eval graph as an ONNX model (uint8 frames in,
   ``logits`` and ``scores`` out, symbolic batch), built from the variables by
@@ -26,33 +29,82 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import export as jax_export
 
 from ppsn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from ppsn.serve.artifact import META_FILE, MODEL_FILE, ONNX_FILE, WEIGHTS_FILE
 
+PLATFORMS = ("cpu", "cuda", "tpu")  # the default targets
+# jax.export's platform names -> the backend names ppsn.backend chooses by
+BACKEND_OF = {"cpu": "cpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"}
 
-def export_model(config, variables, output: str, platforms=("cpu", "cuda"),
+
+class LoweringError(RuntimeError):
+    """The model cannot be lowered for one of the requested platforms."""
+
+
+def check_platforms(platforms) -> list[str]:
+    platforms = list(platforms)
+    unknown = [p for p in platforms if p not in BACKEND_OF]
+    if unknown or not platforms:
+        raise LoweringError(f"unknown export platform(s) {', '.join(unknown) or '(none given)'}: "
+                            f"choose among {', '.join(BACKEND_OF)}")
+    return platforms
+
+
+def lower(fn, args, platforms):
+    """``jax.export`` of ``fn`` for every platform in ``platforms``; one that fails is a
+    :class:`LoweringError` naming it (and why), never dropped from the artifact."""
+    platforms = check_platforms(platforms)
+    try:
+        return jax_export.export(jax.jit(fn), platforms=platforms)(*args)
+    except Exception as error:  # find which platform(s) failed, to say so
+        failures = []
+        for platform in platforms:
+            try:
+                jax_export.export(jax.jit(fn), platforms=[platform])(*args)
+            except Exception as e:
+                failures.append(f"{platform} ({type(e).__name__}: {e})")
+        if not failures:
+            raise
+        raise LoweringError("cannot lower the model for " + "; ".join(failures)) from error
+
+
+def export_model(config, variables, output: str, platforms=PLATFORMS,
                  onnx: bool = False) -> dict:
-    from jax import export
-
+    from ppsn import backend
     from ppsn.data import pipeline
-    from ppsn.train import initialize
+    from ppsn.models import TSN
 
-    model = initialize.build_model(config)
+    platforms = check_platforms(platforms)
     leaves, treedef = jax.tree.flatten(variables)
     spec = pipeline.clip_spec(config.data, "test")
 
-    def infer(weights, frames):
-        logits = model.apply(jax.tree.unflatten(treedef, weights), normalize(frames), train=False)
-        return jax.nn.softmax(logits, axis=-1)
+    def infer_with(conv_impl):
+        model = TSN(depth=config.model.depth, num_classes=config.model.num_classes,
+                    dropout_rate=config.model.dropout_rate, dtype=jnp.float32,
+                    conv_impl=conv_impl)
 
-    n = export.symbolic_shape("n")[0]
+        def infer(weights, frames):
+            logits = model.apply(jax.tree.unflatten(treedef, weights), normalize(frames),
+                                 train=False)
+            return jax.nn.softmax(logits, axis=-1)
+
+        return infer
+
+    impls = {p: backend.conv_impl(config.model.conv_impl, BACKEND_OF[p]) for p in platforms}
+    branches = {impl: infer_with(impl) for impl in sorted(set(impls.values()))}
+    if len(branches) == 1:
+        (infer,) = branches.values()
+    else:
+        def infer(weights, frames):
+            return jax.lax.platform_dependent(
+                weights, frames, **{p: branches[impl] for p, impl in impls.items()})
+
+    n = jax_export.symbolic_shape("n")[0]
     args = ([jax.ShapeDtypeStruct(np.shape(x), jnp.float32) for x in leaves],
             jax.ShapeDtypeStruct((n, spec.views, spec.target_size, spec.target_size, 3), jnp.uint8))
-    try:
-        exported = export.export(jax.jit(infer), platforms=list(platforms))(*args)
-    except Exception:  # a platform this jaxlib cannot lower for: export for the CPU only
-        exported = export.export(jax.jit(infer), platforms=["cpu"])(*args)
+    exported = lower(infer, args, platforms)
     onnx_model = None
     if onnx:  # built before anything is written: a missing 'onnx' package fails cleanly
         from ppsn.serve import onnx_graph
@@ -74,6 +126,7 @@ def export_model(config, variables, output: str, platforms=("cpu", "cuda"),
             "num_classes": config.model.num_classes, "depth": config.model.depth,
             "input": "uint8 [n, views, target_size, target_size, 3], TenCrop order",
             "platforms": list(exported.platforms),
+            "conv_impl": {p: impls[p] for p in exported.platforms},
             "onnx": ONNX_FILE if onnx_model is not None else None}
     with open(os.path.join(output, META_FILE), "w") as f:
         json.dump(meta, f, indent=2)
@@ -92,8 +145,9 @@ def main(argv):
     variables, meta = load_weights(FLAGS.weights)
     what = meta["path"]
     try:
-        meta = export_model(FLAGS.config, variables, FLAGS.output, onnx=FLAGS.onnx)
-    except ImportError as e:
+        meta = export_model(FLAGS.config, variables, FLAGS.output, FLAGS.platforms,
+                            onnx=FLAGS.onnx)
+    except (ImportError, LoweringError) as e:
         raise SystemExit(f"error: {e}") from None
     print(f"exported {what} to {FLAGS.output} ({', '.join(meta['platforms'])}"
           f"{', onnx' if meta['onnx'] else ''}; "
@@ -107,6 +161,8 @@ if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "ml_collections config file", lock_config=True)
     flags.DEFINE_string("weights", None, "checkpoint directory (converted, best/ or a workdir)")
     flags.DEFINE_string("output", "inference/ppTSN", "output directory")
+    flags.DEFINE_list("platforms", list(PLATFORMS), "platforms model.jax is lowered for "
+                      f"(among {', '.join(BACKEND_OF)}); one that fails is an error")
     flags.DEFINE_bool("onnx", False, "also write model.onnx for predict's onnxruntime and "
                       "openvino backends (needs pip install 'ppsn[serve]')")
     flags.mark_flags_as_required(["config", "weights"])

@@ -173,3 +173,46 @@ def test_serving_runs_without_jax_or_flax(exported, toy_dir):
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "views 20 scores (1, 10)" in done.stdout and "top-1 class:" in done.stdout
+
+
+def test_export_lowers_for_cpu_cuda_and_tpu_by_default(exported):
+    """Each platform with its own convolutions: matrix products on CPU, native ones on GPU/TPU."""
+    import json
+
+    from jax import export
+
+    model_dir, _ = exported
+    meta = json.loads((model_dir / "inference.json").read_text())
+    assert meta["platforms"] == ["cpu", "cuda", "tpu"]
+    assert meta["conv_impl"] == {"cpu": "matmul", "cuda": "xla", "tpu": "xla"}
+    artifact = export.deserialize(bytearray((model_dir / "model.jax").read_bytes()))
+    assert artifact.platforms == ("cpu", "cuda", "tpu")
+
+
+def test_a_platform_that_cannot_be_lowered_is_an_error_naming_it():
+    import jax.numpy as jnp
+
+    from ppsn.export import LoweringError, lower
+
+    def cpu_only(x):  # LAPACK's Schur decomposition has no GPU or TPU lowering
+        return jax.lax.linalg.schur(x)[0]
+
+    args = (jax.ShapeDtypeStruct((3, 3), jnp.float32),)
+    assert lower(cpu_only, args, ["cpu"]).platforms == ("cpu",)
+    with pytest.raises(LoweringError, match=r"cannot lower the model for cuda \(.*; tpu \(") as e:
+        lower(cpu_only, args, ["cpu", "cuda", "tpu"])
+    assert "cpu (" not in str(e.value)
+
+
+def test_export_cli_platforms_flag(exported, tmp_path):
+    root = exported[0].parent
+    base = [sys.executable, "-m", "ppsn.export", "--config=configs/pptsn_toy.py",
+            f"--weights={root / 'weights'}", *FLAGS]
+    done = subprocess.run(base + [f"--output={tmp_path / 'tpu'}", "--platforms=tpu"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "(tpu;" in done.stdout
+    done = subprocess.run(base + [f"--output={tmp_path / 'bad'}", "--platforms=cpu,nosuch"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "unknown export platform(s) nosuch" in done.stderr
+    assert not (tmp_path / "bad").exists()
