@@ -28,6 +28,9 @@ def test_train_step_benchmark_reports_throughput_the_naive_baseline_and_the_kd_o
     out = _run("train_step", "--depth", "18", "--batch", "2", "--num_seg", "2", "--size", "32",
                "--steps", "2", "--teacher_depth", "18")
     assert out["benchmark"] == "train_step" and out["images_per_s"] > 0
+    # 'auto' on this CPU: matrix products; the baseline is the naive XLA convolution
+    assert (out["conv_impl"], out["precision"], out["baseline"]) == ("matmul", "float32",
+                                                                     "conv_impl=xla")
     assert out["naive_images_per_s"] > 0 and out["speedup_vs_naive"] > 0
     assert out["flops_per_step"] > 0
     assert out["teacher_depth"] == 18 and out["kd_step_ms"] > 0
@@ -50,3 +53,12 @@ def test_predict_benchmark_reports_seconds_per_video():
     assert out["s_per_video"] == pytest.approx(
         out["host_s_per_video"] + out["model_s_per_video"], abs=2e-3)
     assert out["baseline"] == "xla:fp32" and out["speedup_vs_baseline"] > 0
+
+
+def test_loop_benchmark_times_the_real_loop():
+    out = _run("loop", "--depth", "18", "--size", "32", "--num_seg", "2", "--batch", "2",
+               "--steps", "3", "--warmup", "2")
+    assert out["benchmark"] == "loop" and out["steps"] == 3 and out["prefetch_batches"] == 2
+    assert out["step_ms"] > 0 and out["host_overhead_ms"] > 0
+    assert 0 <= out["input_wait_fraction"] <= 1 and 0 <= out["device_wait_fraction"] <= 1
+    assert out["input_wait_fraction"] + out["device_wait_fraction"] < 1

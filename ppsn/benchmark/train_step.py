@@ -3,9 +3,12 @@ mixup, forward, backward, optimizer) on all local devices.
 
 Reports ``images_per_s`` (frames through the backbone), ``step_ms``, the XLA-counted FLOPs,
 ``mfu`` where the device's peak is known and the peak device memory where the backend reports
-it. Unless ``--no_baseline``, the same step with XLA's plain convolution everywhere
-(``conv_impl='xla'``, the naive Flax port) is timed in the same process and
-``speedup_vs_naive`` reported. ``--teacher_depth D`` also times the ``kd`` task's step (plus a
+it. ``--conv_impl`` (default ``auto``: what training uses on this backend, see
+:func:`ppsn.backend.conv_impl`) and ``--amp`` (default ``auto``: bf16 on GPU/TPU) choose the
+step; ``conv_impl`` and ``precision`` report what they resolved to. Unless ``--no_baseline``,
+the same step with XLA's plain convolution everywhere (``conv_impl='xla'``, the naive Flax
+port) is timed in the same process and ``speedup_vs_naive`` reported; where the step already
+uses it (``auto`` on GPU/TPU) there is nothing to compare and ``baseline`` says so. ``--teacher_depth D`` also times the ``kd`` task's step (plus a
 frozen ResNet-D teacher's forward) and reports ``kd_step_time_ratio`` against the plain step of
 the same run and both optimizer-state sizes (equal: the teacher has none).
 """
@@ -35,7 +38,9 @@ def add_parser(sub):
     t.add_argument("--batch", type=int, default=4, help="clips per device")
     t.add_argument("--num_seg", type=int, default=3)
     t.add_argument("--size", type=int, default=224)
-    t.add_argument("--amp", action="store_true", help="bf16 compute")
+    t.add_argument("--amp", nargs="?", const="true", default="auto",
+                   help="auto (bf16 on GPU/TPU, float32 on CPU), true (--amp alone) or false")
+    t.add_argument("--conv_impl", default="auto", help="auto, matmul, im2col or xla")
     t.add_argument("--steps", type=int, default=5)
     t.add_argument("--warmup", type=int, default=1)
     t.add_argument("--no_baseline", action="store_true", help="skip the naive-convolution run")
@@ -51,7 +56,7 @@ def _config(args, conv_impl: str):
     config = pptsn_config()
     config.model.depth, config.model.num_classes = args.depth, 400
     config.model.conv_impl = conv_impl
-    config.amp = args.amp
+    config.amp = str(args.amp)
     return config
 
 
@@ -100,12 +105,14 @@ def time_train_step(args, conv_impl: str, teacher_depth: int = 0) -> dict:
         return metrics
 
     step_s = timing.seconds_per_call(step, args.steps, args.warmup)
-    out = {"conv_impl": conv_impl, "step_ms": round(step_s * 1e3, 1),
+    out = {"conv_impl": task.model.conv_impl, "step_ms": round(step_s * 1e3, 1),
+           "precision": jax.numpy.dtype(task.model.dtype).name,
            "images_per_s": round(global_batch * args.num_seg / step_s, 2),
            "compile_s": round(compile_s, 1), "flops_per_step": flops,
            "optimizer_state_bytes": sum(x.nbytes for x in jax.tree.leaves(state.opt_state))}
     device = jax.local_devices()[0]
-    peak = PEAK_FLOPS.get(device.device_kind, {}).get("bf16" if args.amp else "fp32")
+    peak = PEAK_FLOPS.get(device.device_kind, {}).get(
+        "bf16" if task.model.dtype == jax.numpy.bfloat16 else "fp32")
     if peak and flops:
         out["mfu"] = round(flops / step_s / (peak * mesh.devices.size), 4)
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
@@ -117,20 +124,25 @@ def time_train_step(args, conv_impl: str, teacher_depth: int = 0) -> dict:
 def run(args) -> dict:
     import jax
 
-    result = time_train_step(args, "auto")
+    from ppsn import backend
+
+    result = time_train_step(args, args.conv_impl)
     out = {"benchmark": "train_step", "depth": args.depth, "batch_per_device": args.batch,
-           "num_seg": args.num_seg, "size": args.size, "precision": "bf16" if args.amp else "fp32",
+           "num_seg": args.num_seg, "size": args.size,
            "devices": jax.local_device_count(), "device": jax.local_devices()[0].device_kind,
            **result}
     if args.teacher_depth:
-        kd = time_train_step(args, "auto", args.teacher_depth)
+        kd = time_train_step(args, args.conv_impl, args.teacher_depth)
         out["teacher_depth"] = args.teacher_depth
         out["kd_step_ms"] = kd["step_ms"]
         out["kd_images_per_s"] = kd["images_per_s"]
         out["kd_step_time_ratio"] = round(kd["step_ms"] / result["step_ms"], 3)
         out["kd_optimizer_state_bytes"] = kd["optimizer_state_bytes"]  # == plain training's
-    if not args.no_baseline:
+    if not args.no_baseline and backend.conv_impl(args.conv_impl) == "xla":
+        out["baseline"] = "none: the step already uses XLA's convolutions"
+    elif not args.no_baseline:
         base = time_train_step(args, "xla")
+        out["baseline"] = "conv_impl=xla"
         out["naive_images_per_s"] = base["images_per_s"]
         out["speedup_vs_naive"] = round(result["images_per_s"] / base["images_per_s"], 2)
     return out

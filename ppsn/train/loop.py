@@ -61,6 +61,8 @@ class Progress:
     last_val: dict = dataclasses.field(default_factory=dict)
     replaced: int = 0
     step_times: list = dataclasses.field(default_factory=list)
+    data_wait_s: float = 0.0  # the host waiting for a batch, and for the device to catch up
+    device_wait_s: float = 0.0
 
 
 def setup(config, workdir: str) -> Run:
@@ -190,21 +192,41 @@ def train_and_evaluate(config, workdir: str) -> dict:
              jax.process_count())
     progress = Progress(meter=reporting.Meter(first_step=start),
                         best_top1=validation.best_top1(run.workdir))
+    try:
+        train_steps(run, progress, state, rng, start, run.total_steps)
+    finally:
+        compiles.close()
+        run.ckpt.wait()
+        run.ckpt.close()
+        run.writer.close()
+    log.info(compiles.summary())
+    summarize(run, progress)
+    return progress.last_val
+
+
+def train_steps(run: Run, progress: Progress, state, rng, start: int, stop: int):
+    """Steps ``start`` to ``stop`` (log, validate, checkpoint on their schedule); returns the
+    state. Batches come from a :class:`prefetch.DevicePrefetcher` over ``run.data_iter``."""
+    config = run.config
     feed = prefetch.DevicePrefetcher(run.data_iter, lambda batch: (parallel.to_global(
         {"frames": batch["frames"], "label": batch["label"]}, run.mesh),
         int(batch["replaced"].sum())), size=PREFETCH_BATCHES)
     pending = collections.deque()  # a small output of each step still being computed
     try:
-        for step in range(start, run.total_steps):
+        for step in range(start, stop):
             t0 = time.perf_counter()
             batch, replaced = next(feed)
-            progress.meter.reader += time.perf_counter() - t0
+            waited = time.perf_counter() - t0
+            progress.meter.reader += waited
+            progress.data_wait_s += waited
             progress.replaced += replaced
             state, metrics = run.train_fn(state, batch, rng)
             progress.meter.values.append(metrics)
             pending.append(metrics["loss"])
             if len(pending) > MAX_STEPS_IN_FLIGHT:  # the host stays at most this far ahead
+                t0 = time.perf_counter()
                 pending.popleft().block_until_ready()
+                progress.device_wait_s += time.perf_counter() - t0
             done = step + 1
             epoch_end = done % run.steps_per_epoch == 0
             if done % config.log_interval == 0 or epoch_end or done == run.total_steps:
@@ -215,16 +237,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 validate_and_keep_best(run, progress, state, done)
             if done % config.checkpoint_every_steps == 0 or done == run.total_steps:
                 save_checkpoint(run, progress, state, rng, done, feed.position())
+        t0 = time.perf_counter()
+        jax.block_until_ready(state)
+        progress.device_wait_s += time.perf_counter() - t0
         emit_logs(run, progress, wait=True)
     finally:
         feed.close()
-        compiles.close()
-        run.ckpt.wait()
-        run.ckpt.close()
-        run.writer.close()
-    log.info(compiles.summary())
-    summarize(run, progress)
-    return progress.last_val
+    return state
 
 
 def summarize(run: Run, progress: Progress) -> None:
