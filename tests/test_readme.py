@@ -34,7 +34,7 @@ RULES = [
      T + "train/test_loop.py::test_toy_run_learns_keeps_the_best_model_and_logs"),
     (r"XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m ppsn\.main .*", "test",
      T + "train/test_parallel.py::test_one_device_and_eight_devices_give_the_same_loss"),
-    (r"python -m ppsn\.main --config=configs/pptsn_(k400|ucf101)_frames\.py --workdir=\S+( --config\.amp=True)?",
+    (r"python -m ppsn\.main --config=configs/pptsn_(k400|ucf101)_frames\.py --workdir=\S+( --config\.amp=(True|False))?",
      "test", T + "train/test_loop.py::test_toy_run_learns_keeps_the_best_model_and_logs"),
     (r"python -m ppsn\.main --config=configs/pptsn_toy_distill\.py .*", "test",
      T + "train/test_distill.py::test_toy_student_distilled_from_a_better_teacher"),
@@ -57,6 +57,8 @@ RULES = [
      T + "convert/test_paddle.py::test_cli_writes_a_loadable_orbax_checkpoint"),
     (r"python -m ppsn\.export .*--onnx", "test",
      T + "test_export_predict.py::test_exported_scores_equal_the_in_process_model"),
+    (r"python -m ppsn\.export .*--platforms=\S+", "test",
+     T + "test_export_predict.py::test_export_cli_platforms_flag"),
     (r"python -m ppsn\.predict .*--backend=\S+.*", "test",
      T + "test_export_predict.py::test_predict_backends_match_xla_on_a_real_video"),
     (r"python -m ppsn\.predict .*", "test",
@@ -65,6 +67,8 @@ RULES = [
      T + "test_benchmark.py::test_pipeline_benchmark_prints_a_json_line"),
     (r"python -m ppsn\.benchmark train_step .*", "test", T + "test_benchmark.py::"
      "test_train_step_benchmark_reports_throughput_the_naive_baseline_and_the_kd_overhead"),
+    (r"python -m ppsn\.benchmark loop( .*)?", "test",
+     T + "test_benchmark.py::test_loop_benchmark_times_the_real_loop"),
     (r"python -m ppsn\.benchmark eval .*", "test",
      T + "test_benchmark.py::test_eval_benchmark_reports_seconds_per_video"),
     (r"python -m ppsn\.benchmark predict .*", "test",
@@ -74,7 +78,7 @@ RULES = [
 # Where each CLI defines its flags (argparse or absl), for the flag-name check.
 CLI_SOURCES = {
     "ppsn.main": ["ppsn/main.py"], "ppsn.export": ["ppsn/export.py"],
-    "ppsn.predict": ["ppsn/predict.py"], "ppsn.benchmark": ["ppsn/benchmark/pipeline.py", "ppsn/benchmark/train_step.py", "ppsn/benchmark/eval.py", "ppsn/benchmark/predict.py"],
+    "ppsn.predict": ["ppsn/predict.py"], "ppsn.benchmark": ["ppsn/benchmark/pipeline.py", "ppsn/benchmark/train_step.py", "ppsn/benchmark/loop.py", "ppsn/benchmark/eval.py", "ppsn/benchmark/predict.py"],
     "ppsn.convert.paddle": ["ppsn/convert/paddle.py"], "ppsn.data.prepare": ["ppsn/data/prepare.py"],
     "ppsn.data.check": ["ppsn/data/check.py"], "ppsn.data.toy": ["ppsn/data/toy.py"],
 }
