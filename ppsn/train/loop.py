@@ -6,6 +6,12 @@ tests call it directly. Resuming is automatic: if ``workdir/checkpoints`` holds 
 the run continues from it (train state, rng and the Grain iterator position), before any
 ``init_from`` / ``pretrained`` option is looked at. What differs between objectives (plain,
 ``kd``, ``dml``) is the task's (:mod:`ppsn.train.tasks`), never the loop's.
+
+The host keeps the devices busy (``train_steps``): batches are put on the devices
+``PREFETCH_BATCHES`` ahead by a background thread (:mod:`ppsn.train.prefetch`), the host runs
+at most ``MAX_STEPS_IN_FLIGHT`` steps ahead of the device, and each log interval's metrics
+travel to the host as one array, asynchronously; its line is printed once it has arrived, and
+every pending metric is checked before a checkpoint is written.
 """
 
 from __future__ import annotations
@@ -171,14 +177,16 @@ def validate_and_keep_best(run: Run, progress: Progress, state, done: int) -> No
     progress.last_val = val
 
 
-def save_checkpoint(run: Run, progress: Progress, state, rng, done: int, position) -> None:
+def save_checkpoint(run: Run, progress: Progress, state, rng, done: int, position=None) -> None:
     """A train checkpoint of a state whose losses were checked (every metric up to ``done`` is
     fetched and checked first, so a non-finite step is never saved). ``position``: the data
-    iterator's state after the batch of step ``done`` (the prefetcher reads ahead)."""
+    iterator's state after the batch of step ``done`` (the prefetcher's, which reads ahead;
+    default ``run.data_iter`` itself)."""
     emit_logs(run, progress, wait=True)
     if progress.meter.values:
         progress.meter.pack(run.config.log_interval).fetch()  # checks; logged later
-    run.ckpt.save(done, state, rng, position, run.task.meta())
+    run.ckpt.save(done, state, rng, run.data_iter if position is None else position,
+                  run.task.meta())
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
