@@ -147,7 +147,8 @@ def _run_test(config, weights, output_dir, compiles) -> dict:
         "list_sha256": source.fingerprint() if hasattr(source, "fingerprint") else None,
         "num_seg": spec.num_seg, "views": spec.views,
         "devices": mesh.devices.size, "processes": jax.process_count(),
-        "batch_per_device": per_device, "views_per_call": views_per_call or spec.views * local,
+        "batch_per_device": per_device,
+        "views_per_call": views_per_call or spec.views * per_device,
         "compilations": compiles.total, "compiled": compiles.compiled,
         "config": json.loads(config.to_json_best_effort()),
     }

@@ -8,8 +8,9 @@ it. ``--conv_impl`` (default ``auto``: what training uses on this backend, see
 step; ``conv_impl`` and ``precision`` report what they resolved to. Unless ``--no_baseline``,
 the same step with XLA's plain convolution everywhere (``conv_impl='xla'``, the naive Flax
 port) is timed in the same process and ``speedup_vs_naive`` reported; where the step already
-uses it (``auto`` on GPU/TPU) there is nothing to compare and ``baseline`` says so. ``--teacher_depth D`` also times the ``kd`` task's step (plus a
-frozen ResNet-D teacher's forward) and reports ``kd_step_time_ratio`` against the plain step of
+uses it (``auto`` on GPU/TPU) there is nothing to compare and ``baseline`` says so.
+``--teacher_depth D`` also times the ``kd`` task's step (plus a frozen ResNet-D teacher's
+forward) and reports ``kd_step_time_ratio`` against the plain step of
 the same run and both optimizer-state sizes (equal: the teacher has none).
 """
 
