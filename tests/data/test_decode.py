@@ -97,10 +97,20 @@ def test_corrupt_and_empty_jpegs(tmp_path):
     with pytest.raises(DecodeError, match="corrupt or unsupported") as err:
         decode.decode_jpeg(b"\xff\xd8garbage" * 10, "bad.jpg")
     assert err.value.path == "bad.jpg"
+    assert " at 0x" not in err.value.reason and "<" not in err.value.reason  # no object reprs
+
+
+def test_frames_of_different_sizes_name_the_offending_file(tmp_path):
     a = media.frames(1, 32, 32)[0]
     b = media.frames(1, 40, 32)[0]
     d = tmp_path / "mixed"
-    media.write_frame_dir(d, np.stack([a]))
-    media.write_jpeg(str(d / "img_00002.jpg"), b)
-    with pytest.raises(DecodeError, match="different sizes"):
-        decode.read_frame_files(str(d), [0, 1])
+    media.write_frame_dir(d, np.stack([a, a]))
+    media.write_jpeg(str(d / "img_00003.jpg"), b)
+    with pytest.raises(DecodeError, match="different sizes") as err:
+        decode.read_frame_files(str(d), [0, 1, 2])
+    assert err.value.path == str(d / "img_00003.jpg")  # the file, not the folder
+    assert "40x32" in err.value.reason and "32x32" in err.value.reason
+    jpegs = [open(d / f"img_0000{i}.jpg", "rb").read() for i in (1, 2, 3)]
+    with pytest.raises(DecodeError, match="different sizes") as err:
+        decode.decode_jpeg_frames(jpegs, [2, 0], "rec")
+    assert err.value.path == "rec[frame 0]"
