@@ -23,7 +23,7 @@ import bisect
 import io
 import os
 import re
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -245,6 +245,26 @@ class VideoFile:
             raise DecodeError(self.name, f"corrupt video ({_why(e)})") from None
         return _stack([decoded[int(i)] for i in indices],
                       [f"{self.name}[frame {int(i)}]" for i in indices])
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """Every frame in order, uint8 RGB ``[H, W, 3]``, decoded from the start one at a time
+        (memory of one frame); raises ``DecodeError`` unless all ``num_frames`` frames decode."""
+        count = 0
+        try:
+            self._seek(self._keyframes[0])
+            for frame in self._decoder:
+                if count == self.num_frames:
+                    break
+                count += 1
+                yield frame.to_ndarray(format="rgb24")
+        except DecodeError:
+            raise
+        except Exception as e:
+            raise DecodeError(self.name, f"corrupt video ({_why(e)})") from None
+        finally:
+            self._decoder = None
+        if count < self.num_frames:
+            raise DecodeError(self.name, f"truncated video: {count} of {self.num_frames} frames decode")
 
     def verify(self) -> int:
         """Decode every frame from the start (nothing kept); raises ``DecodeError`` unless all
