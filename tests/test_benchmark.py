@@ -20,7 +20,7 @@ def test_pipeline_benchmark_prints_a_json_line():
     assert out["ms_per_clip"] == pytest.approx(1e3 / out["clips_per_s"], rel=0.01)
     # A list file reads the sampled frame files and nothing else.
     assert out["bytes_read_per_clip"] == pytest.approx(out["sampled_bytes_per_clip"], rel=0.05)
-    assert out["cpus"] >= 1 and len(out["load_average"]) == 3
+    assert out["cpus"] >= 1 and len(out["load_average"]) == 3 and out["cpu_ms_per_clip"] > 0
 
 
 def test_pipeline_benchmark_tfds_source_reads_only_the_sampled_frames():
