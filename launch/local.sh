@@ -29,7 +29,8 @@ port=${PPSN_COORDINATOR_PORT:-$("$python" -c 'import portpicker; print(portpicke
 cpus=$("$python" -c "import os; print(max(1, len(os.sched_getaffinity(0)) // $processes))")
 pids=()
 for ((i = 0; i < processes; i++)); do
-  env_vars=(JAX_COORDINATOR_ADDRESS=127.0.0.1:$port JAX_NUM_PROCESSES=$processes JAX_PROCESS_ID=$i PPSN_CPUS=$cpus)
+  env_vars=(JAX_COORDINATOR_ADDRESS=127.0.0.1:$port JAX_NUM_PROCESSES=$processes JAX_PROCESS_ID=$i
+            PPSN_CPUS=$cpus)
   if [[ -n "$devices" ]]; then env_vars+=(XLA_FLAGS=--xla_force_host_platform_device_count=$devices); fi
   if [[ $dry_run -eq 1 ]]; then
     echo "${env_vars[*]} $python -m ppsn.main $*"

@@ -86,8 +86,8 @@ def run_test(config, weights: str, output_dir: str) -> dict:
     seen = np.zeros(n, np.int32)
     show = jax.process_index() == 0
     os.makedirs(output_dir, exist_ok=True)
-    for batch in tqdm(pipeline.to_iterator(ds, pipeline.loader_settings(config.data)), total=len(ds),
-                      desc="test", unit="batch", disable=not show):
+    batches = pipeline.to_iterator(ds, pipeline.loader_settings(config.data))
+    for batch in tqdm(batches, total=len(ds), desc="test", unit="batch", disable=not show):
         inputs = {k: batch[k] for k in ("frames", "hw") if k in batch}
         out = parallel.to_host(score(variables, parallel.to_global(inputs, mesh)))
         meta = parallel.to_host(_gather(

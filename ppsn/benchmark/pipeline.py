@@ -65,7 +65,8 @@ def _source(path: str, fmt: str, kind: str, mode: str, tmp: str):
     record = timing.record_for(path)
     line = (f"{os.path.abspath(path)} {record['num_frames']} 0\n" if fmt == "frames"
             else f"{os.path.abspath(path)} 0\n")
-    names = ("train_frames.list", "val_frames.list") if fmt == "frames" else ("train.list", "val.list")
+    names = (("train_frames.list", "val_frames.list") if fmt == "frames"
+             else ("train.list", "val.list"))
     for name in names:
         with open(os.path.join(manual, name), "w") as f:
             f.write(line)
@@ -122,8 +123,11 @@ def _clips_per_s(ds, data_cfg, workers: int, num_clips: int) -> tuple[float, lis
     from ppsn.data import pipeline
 
     data_cfg.num_workers = workers
-    it = pipeline.to_iterator(ds, pipeline.loader_settings(data_cfg))
-    for _ in range(max(1, workers)):  # start-up: every worker has made a batch
+    loader = pipeline.loader_settings(data_cfg)
+    it = pipeline.to_iterator(ds, loader)
+    # Untimed: start-up (every worker makes a batch) and the batches read ahead meanwhile, so
+    # that the timed ones are made while timed (else more workers, more buffers, faster).
+    for _ in range(max(1, workers) + loader.read_ahead):
         warm = next(it)
     clips = 0
     start = time.perf_counter()
@@ -156,7 +160,7 @@ def run(args) -> dict:
         results = {}
         for name, path in inputs.items():
             source = _source(path, fmt, args.source, args.mode, tmp)
-            n = args.num_clips + args.batch_size * (2 * max(workers) + 4)
+            n = args.num_clips + args.batch_size * (5 * max(workers) + 6)
             ds = _dataset(timing.RepeatedSource(source, n), spec, args.batch_size, args.mode)
             by_workers, shape = {}, None
             for _ in range(args.repeats):

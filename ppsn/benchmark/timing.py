@@ -64,7 +64,8 @@ def cpu_name() -> str:
     """The CPU model (``/proc/cpuinfo``), for the record of a figure."""
     try:
         with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            return next(line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name"))
     except (OSError, StopIteration):
         import platform
 
