@@ -4,7 +4,8 @@
 #
 #   launch/local.sh [--dry_run] [--processes N] [--devices_per_process K] -- ARGS...
 #
-# ARGS go to `python -m ppsn.main`, e.g.
+# With N processes each gets PPSN_CPUS = (this host's CPUs) / N: its data loader derives its
+# worker count from that (config.data.num_workers=-1). ARGS go to `python -m ppsn.main`, e.g.
 #   launch/local.sh -- --config=configs/pptsn_toy.py --workdir=output/toy
 #   launch/local.sh --processes 2 --devices_per_process 2 -- --config=configs/pptsn_toy.py --workdir=output/toy2
 set -euo pipefail
@@ -25,9 +26,11 @@ if [[ "$processes" -le 1 ]]; then
   exec "${cmd[@]}"
 fi
 port=${PPSN_COORDINATOR_PORT:-$("$python" -c 'import portpicker; print(portpicker.pick_unused_port())')}
+cpus=$("$python" -c "import os; print(max(1, len(os.sched_getaffinity(0)) // $processes))")
 pids=()
 for ((i = 0; i < processes; i++)); do
-  env_vars=(JAX_COORDINATOR_ADDRESS=127.0.0.1:$port JAX_NUM_PROCESSES=$processes JAX_PROCESS_ID=$i)
+  env_vars=(JAX_COORDINATOR_ADDRESS=127.0.0.1:$port JAX_NUM_PROCESSES=$processes JAX_PROCESS_ID=$i
+            PPSN_CPUS=$cpus)
   if [[ -n "$devices" ]]; then env_vars+=(XLA_FLAGS=--xla_force_host_platform_device_count=$devices); fi
   if [[ $dry_run -eq 1 ]]; then
     echo "${env_vars[*]} $python -m ppsn.main $*"

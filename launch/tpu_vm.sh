@@ -4,7 +4,8 @@
 #
 #   launch/tpu_vm.sh --tpu NAME --zone ZONE [--project P] [--repo_dir ~/ppsn] [--setup] [--dry_run] -- ARGS...
 #
-# --setup first installs the checkout on every worker: pip install -e ".[tpu]".
+# --setup first installs the checkout on every worker: pip install -e ".[tpu]". One process per
+# TPU host: its data loader uses all the host's CPUs (config.data.num_workers=-1).
 # Example:
 #   launch/tpu_vm.sh --tpu my-v4-32 --zone us-central2-b -- \
 #       --config=configs/pptsn_k400_frames.py --workdir=gs://bucket/ppTSN --config.amp=True

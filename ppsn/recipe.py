@@ -40,7 +40,12 @@ def pptsn_config() -> ml_collections.ConfigDict:
         test_views_per_chunk=ml_collections.config_dict.placeholder(int),
         short_size=256,
         target_size=224,
-        num_workers=4,            # Grain worker processes per host (0: decode in the main process)
+        # Loading (ppsn.data.pipeline.loader_settings; -1: derived from the CPUs this process
+        # may use, $PPSN_CPUS as the launchers set it, else its CPU affinity).
+        num_workers=-1,           # worker processes per process (-1: CPUs - 1; 0: main process)
+        worker_buffer_size=-1,    # finished batches each worker keeps (-1: 1)
+        prefetch_batches=-1,      # batches each producer computes ahead (-1: 2 without workers, 0 in workers)
+        decode_threads=-1,        # OpenCV / FFmpeg threads in each worker (-1: 1)
         generate_toy=False,       # write the embedded toy dataset to data_prefix if absent
     ))
     c.batch_size = 256            # global: PaddleVideo's 32 per GPU x 8 GPUs

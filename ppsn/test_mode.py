@@ -122,8 +122,8 @@ def _run_test(config, weights, output_dir, compiles) -> dict:
     show = jax.process_index() == 0
     os.makedirs(output_dir, exist_ok=True)
     previous = None
-    for batch in tqdm(pipeline.to_iterator(ds, config.data.num_workers), total=len(ds),
-                      desc="test", unit="batch", disable=not show):
+    batches = pipeline.to_iterator(ds, pipeline.loader_settings(config.data))
+    for batch in tqdm(batches, total=len(ds), desc="test", unit="batch", disable=not show):
         inputs = {k: batch[k] for k in ("frames", "hw", *ROW_KEYS) if k in batch}
         out = score(variables, parallel.to_global(inputs, mesh))  # dispatched, not waited on
         video_ids.update((int(i), str(v)) for i, v in zip(batch["index"], batch["video_id"])

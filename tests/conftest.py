@@ -62,3 +62,13 @@ def full_toy_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy_full")
     toy.generate(str(out), num_frames=12)
     return out
+
+
+@pytest.fixture(scope="session")
+def toy_tfds_dir(tmp_path_factory, toy_dir):
+    """``toy_dir``'s frame folders prepared as a TFDS frames dataset (``ppsn.data.prepare``)."""
+    from ppsn.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("toy_tfds")
+    prepare("toy", str(toy_dir), str(out), "frames")
+    return out

@@ -12,16 +12,30 @@ def _run(*args):
 
 
 def test_pipeline_benchmark_prints_a_json_line():
-    out = _run("pipeline", "--mode", "train", "--num_clips", "16")
-    assert out["benchmark"] == "pipeline" and out["clips"] >= 16
+    out = _run("pipeline", "--mode", "train", "--num_clips", "16", "--workers", "0,1")
+    assert out["benchmark"] == "pipeline" and out["clips"] >= 16 and out["source"] == "list"
     assert out["batch_shape"] == [8, 3, 224, 224, 3]
-    assert out["ms_per_clip"] > 0 and out["clips_per_s_per_worker"] > 0
+    assert set(out["clips_per_s_by_workers"]) == {"0", "1"}
+    assert out["clips_per_s"] == out["clips_per_s_by_workers"]["1"] > 0
+    assert out["ms_per_clip"] == pytest.approx(1e3 / out["clips_per_s"], rel=0.01)
+    # A list file reads the sampled frame files and nothing else.
+    assert out["bytes_read_per_clip"] == pytest.approx(out["sampled_bytes_per_clip"], rel=0.05)
+    assert out["cpus"] >= 1 and len(out["load_average"]) == 3 and out["cpu_ms_per_clip"] > 0
 
 
-def test_pipeline_benchmark_test_mode_on_a_video_with_a_worker():
+def test_pipeline_benchmark_tfds_source_reads_only_the_sampled_frames():
+    out = _run("pipeline", "--mode", "train", "--source", "tfds", "--num_clips", "8")
+    assert out["source"] == "tfds" and out["clips_per_s"] > 0
+    assert 0 < out["bytes_read_per_clip"] <= 2 * out["sampled_bytes_per_clip"]
+    assert out["bytes_read_per_clip"] < out["video_bytes"] / 20  # 3 of 300 frames
+
+
+def test_pipeline_benchmark_test_mode_on_long_and_short_gop_videos_with_a_worker():
     out = _run("pipeline", "--mode", "test", "--num_seg", "2", "--num_clips", "2",
                "--batch_size", "1", "--data_format", "videos", "--workers", "1")
-    assert out["views_per_clip"] == 20 and out["workers"] == 1
+    assert out["views_per_clip"] == 20 and out["workers"] == 1 and out["device_crops"]
+    assert set(out["ms_per_clip_by_gop"]) == {"250", "12"}
+    assert out["ms_per_clip"] == out["ms_per_clip_by_gop"]["250"] > 0
 
 
 def test_train_step_benchmark_reports_throughput_the_naive_baseline_and_the_kd_overhead():
@@ -62,3 +76,13 @@ def test_loop_benchmark_times_the_real_loop():
     assert out["step_ms"] > 0 and out["host_overhead_ms"] > 0
     assert 0 <= out["input_wait_fraction"] <= 1 and 0 <= out["device_wait_fraction"] <= 1
     assert out["input_wait_fraction"] + out["device_wait_fraction"] < 1
+
+
+def test_generated_h264_videos_have_the_keyframe_interval_asked_for(tmp_path):
+    from ppsn.benchmark import timing
+    from ppsn.data.decode import VideoFile
+
+    for gop in (12, 250):
+        with VideoFile(timing.h264_video(str(tmp_path), gop)) as video:
+            assert video.num_frames == 250
+            assert len(video._keyframes) == -(-250 // gop)  # 21 and 1

@@ -1,13 +1,14 @@
 """Launchers: dry runs print the commands; local.sh really runs 2 processes on CPU."""
 
+import os
 import subprocess
 
 from tests.conftest import REPO_ROOT
 
 
-def _bash(*args, timeout=600):
+def _bash(*args, timeout=600, env=None):
     return subprocess.run(["bash", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
 
 
 def test_dry_runs_print_what_would_run():
@@ -16,12 +17,20 @@ def test_dry_runs_print_what_would_run():
     assert len(out) == 2
     assert "JAX_PROCESS_ID=0" in out[0] and "JAX_PROCESS_ID=1" in out[1]
     assert all("python -m ppsn.main --config=configs/pptsn_toy.py --workdir=w" in line for line in out)
+    # Each local process gets its share of the CPUs for its data loader.
+    cpus = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert all(f"PPSN_CPUS={cpus} " in line for line in out)
     tpu = _bash("launch/tpu_vm.sh", "--dry_run", "--tpu", "t", "--zone", "z", "--",
                 "--config=configs/pptsn_k400_frames.py").stdout
     assert "gcloud compute tpus tpu-vm ssh t --zone z --worker=all" in tpu
     assert "PPSN_DISTRIBUTED=1 python -m ppsn.main --config=configs/pptsn_k400_frames.py" in tpu
     slurm = _bash("launch/slurm_gpu.sbatch", "--dry_run", "--config=c").stdout
     assert "srun --kill-on-bad-exit=1 python -m ppsn.main --config=c" in slurm
+    # One task per GPU gets its --cpus-per-task (SLURM_CPUS_PER_TASK) for its data loader.
+    assert "PPSN_CPUS=12 srun" in slurm
+    slurm = _bash("launch/slurm_gpu.sbatch", "--dry_run", "--config=c",
+                  env={**os.environ, "SLURM_CPUS_PER_TASK": "7"}).stdout
+    assert "PPSN_CPUS=7 srun" in slurm
     assert _bash("launch/tpu_vm.sh", "--tpu", "t").returncode == 2
 
 

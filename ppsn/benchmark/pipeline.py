@@ -1,34 +1,141 @@
 """``pipeline``: the host side of the real input pipeline, as training / validation / test mode
-run it (sampling, decoding of the sampled frames, host transforms, Grain batching, worker
-processes), on one frames folder (``img_{:05}.jpg``) or one video file from which clips are
-drawn repeatedly. Without ``--data`` it generates a 300-frame 340x256 frames folder
-(``--data_format videos``: an mp4) in a temporary directory. The clip spec is the recipe's
-(``pipeline.clip_spec``): test mode hands the device scaled frames on a canvas and the device
-cuts the TenCrop views, so the test figure is the host part of test mode.
+run it (the source, sampling, decoding of the sampled frames, host transforms, Grain batching,
+worker processes), over one video drawn repeatedly. ``--source list`` reads it through a
+PaddleVideo list file, ``--source tfds`` through a dataset ``ppsn.data.prepare`` wrote from it
+(per-frame records). Without ``--data`` it generates a 300-frame 340x256 JPEG frames folder or,
+with ``--data_format videos``, two 10 s 340x256 h264 videos with keyframe intervals of 250 and
+12 (``--gops``). The clip spec is the recipe's (``pipeline.clip_spec``): test mode hands the
+device scaled frames on a canvas and the device cuts the TenCrop views, so the test figure is
+the host part of test mode.
 
-Reported: ``ms_per_clip`` (wall time per clip, all workers together) and
-``clips_per_s_per_worker``.
+Reported (final JSON line): ``ms_per_clip`` and ``clips_per_s`` (wall time, all workers
+together, for the largest ``--workers``), ``cpu_ms_per_clip`` (CPU time of the same clips made
+in process: 1000 / it is clips/s per core, the figure a busy machine distorts least),
+``clips_per_s_by_workers`` (``--workers 1,2``: one
+run per count, in the same command), ``bytes_read_per_clip`` (what the source read from files,
+``/proc/self/io`` rchar over in-process clips), ``sampled_bytes_per_clip`` (the encoded bytes of
+the distinct frames the clips sample; frames only; ``video_bytes``: all the video's frames) and,
+for videos, ``ms_per_clip_by_gop``.
+The machine's ``load_average`` is reported too: on a shared machine the figures are only
+comparable within one command.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
+
+import numpy as np
 
 from ppsn.benchmark import timing
 
 
 def add_parser(sub):
-    p = sub.add_parser("pipeline", help="host input pipeline throughput")
+    p = sub.add_parser("pipeline", help="host input pipeline throughput and bytes read per clip")
     p.add_argument("--mode", choices=("train", "valid", "test"), default="train")
+    p.add_argument("--source", choices=("list", "tfds"), default="list",
+                   help="a list file, or a TFDS dataset prepared from the same video")
     p.add_argument("--data", default=None, help="a frames folder or a video file")
     p.add_argument("--data_format", choices=("frames", "videos"), default="frames",
                    help="what to generate when --data is not given")
-    p.add_argument("--workers", type=int, default=0, help="Grain worker processes (0: in process)")
+    p.add_argument("--gops", default="250,12",
+                   help="keyframe intervals of the generated h264 videos (--data_format videos)")
+    p.add_argument("--workers", default="0",
+                   help="Grain worker processes (0: in process), or a list such as 1,2")
     p.add_argument("--num_clips", type=int, default=200)
     p.add_argument("--num_seg", type=int, default=None, help="default 3 (train/valid), 25 (test)")
     p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=1,
+                   help="runs per worker count, interleaved; the best is reported (busy machines)")
     return p
+
+
+def _rchar() -> int:
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar"))
+
+
+def _source(path: str, fmt: str, kind: str, mode: str, tmp: str):
+    """The production source over ``path`` (list file, or a dataset prepared from it)."""
+    from ppsn.data.lists import ListFileSource
+
+    manual = os.path.join(tmp, f"manual_{kind}_{len(os.listdir(tmp))}")
+    os.makedirs(manual)
+    record = timing.record_for(path)
+    line = (f"{os.path.abspath(path)} {record['num_frames']} 0\n" if fmt == "frames"
+            else f"{os.path.abspath(path)} 0\n")
+    names = (("train_frames.list", "val_frames.list") if fmt == "frames"
+             else ("train.list", "val.list"))
+    for name in names:
+        with open(os.path.join(manual, name), "w") as f:
+            f.write(line)
+    if kind == "list":
+        return ListFileSource(os.path.join(manual, names[0]), fmt)
+    from ppsn.data.prepare import prepare
+    from ppsn.data.tfds import TfdsSource
+
+    prepare("kinetics400", manual, os.path.join(manual, "tfds"), fmt)
+    return TfdsSource("kinetics400", "train" if mode == "train" else "val",
+                      os.path.join(manual, "tfds"), fmt)
+
+
+def _sampled_bytes(record, spec, draws: int) -> tuple[float, int] | tuple[None, None]:
+    """Mean encoded bytes of the distinct frames a clip samples, and of all the video's frames
+    (frames only)."""
+    from ppsn.data import decode, sampling
+
+    if "frame_dir" in record:
+        sizes = [os.path.getsize(decode.frame_path(record["frame_dir"], i))
+                 for i in range(record["num_frames"])]
+    elif "jpegs" in record:
+        sizes = [len(j) for j in record["jpegs"]]
+    else:
+        return None, None
+    mode = spec.sampling or spec.mode
+    total = 0
+    for seed in range(draws):
+        wanted = set(sampling.sample_segments(len(sizes), spec.num_seg, mode,
+                                              np.random.default_rng(seed)).tolist())
+        total += sum(sizes[i] for i in wanted)
+    return total / draws, sum(sizes)
+
+
+def _dataset(source, spec, batch_size, mode):
+    from ppsn.data import pipeline
+
+    if mode == "train":
+        return pipeline.train_dataset(source, spec, batch_size, seed=0, process_index=0,
+                                      process_count=1)
+    return pipeline.eval_dataset(source, spec, batch_size, process_index=0, process_count=1)
+
+
+def _in_process_costs(ds, batches: int) -> tuple[float, float]:
+    """Bytes read (rchar) and CPU milliseconds per clip over in-process batches (random access:
+    no read-ahead counted)."""
+    ds[0]  # files opened, first reads done
+    start, cpu = _rchar(), time.process_time()
+    clips = sum(len(ds[i]["label"]) for i in range(1, 1 + batches))
+    return (_rchar() - start) / clips, (time.process_time() - cpu) * 1e3 / clips
+
+
+def _clips_per_s(ds, data_cfg, workers: int, num_clips: int) -> tuple[float, list[int]]:
+    from ppsn.data import pipeline
+
+    data_cfg.num_workers = workers
+    loader = pipeline.loader_settings(data_cfg)
+    it = pipeline.to_iterator(ds, loader)
+    # Untimed: start-up (every worker makes a batch) and the batches read ahead meanwhile, so
+    # that the timed ones are made while timed (else more workers, more buffers, faster).
+    for _ in range(max(1, workers) + loader.read_ahead):
+        warm = next(it)
+    clips = 0
+    start = time.perf_counter()
+    while clips < num_clips:
+        clips += len(next(it)["label"])
+    elapsed = time.perf_counter() - start
+    it.close()
+    return clips / elapsed, list(warm["frames"].shape)
 
 
 def run(args) -> dict:
@@ -39,28 +146,54 @@ def run(args) -> dict:
     if args.num_seg:
         data_cfg.num_seg = data_cfg.test_num_seg = args.num_seg
     spec = pipeline.clip_spec(data_cfg, args.mode)
+    workers = [int(w) for w in str(args.workers).split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        data = args.data or timing.benchmark_video(tmp, args.data_format)
-        source = timing.RepeatedSource(timing.record_for(data),
-                                       args.num_clips + args.batch_size * 2)
-        if args.mode == "train":
-            ds = pipeline.train_dataset(source, spec, args.batch_size, seed=0, num_epochs=1,
-                                        process_index=0, process_count=1)
+        if args.data:
+            fmt = "frames" if os.path.isdir(args.data) else "videos"
+            inputs = {os.path.basename(args.data.rstrip("/")): args.data}
+        elif args.data_format == "videos":
+            fmt = "videos"
+            inputs = {gop: timing.h264_video(tmp, int(gop)) for gop in args.gops.split(",")}
         else:
-            ds = pipeline.eval_dataset(source, spec, args.batch_size, process_index=0,
-                                       process_count=1)
-        it = pipeline.to_iterator(ds, args.workers)
-        warm = next(it)  # worker start-up and first batch are not timed
-        clips = 0
-        start = time.perf_counter()
-        while clips < args.num_clips:
-            batch = next(it)
-            clips += len(batch["label"])
-        elapsed = time.perf_counter() - start
-    ms = elapsed / clips * 1e3
-    return {"benchmark": "pipeline", "mode": args.mode, "num_seg": spec.num_seg,
-            "views_per_clip": spec.views, "batch_shape": list(warm["frames"].shape),
-            "device_crops": spec.device_crops,
-            "data": args.data or f"generated 300-frame 340x256 {args.data_format}",
-            "workers": args.workers, "clips": clips, "ms_per_clip": round(ms, 3),
-            "clips_per_s_per_worker": round(1e3 / ms / max(1, args.workers), 2)}
+            fmt = "frames"
+            inputs = {"frames": timing.benchmark_video(tmp, "frames")}
+        results = {}
+        for name, path in inputs.items():
+            source = _source(path, fmt, args.source, args.mode, tmp)
+            n = args.num_clips + args.batch_size * (5 * max(workers) + 6)
+            ds = _dataset(timing.RepeatedSource(source, n), spec, args.batch_size, args.mode)
+            by_workers, shape = {}, None
+            for _ in range(args.repeats):
+                for w in workers:
+                    rate, shape = _clips_per_s(ds, data_cfg, w, args.num_clips)
+                    by_workers[str(w)] = max(rate, by_workers.get(str(w), 0.0))
+            sampled, video = _sampled_bytes(source[0], spec, 32)
+            read, cpu_ms = _in_process_costs(ds, max(1, 32 // args.batch_size))
+            results[name] = {"by_workers": by_workers, "shape": shape, "sampled": sampled,
+                             "bytes": read, "cpu_ms": cpu_ms, "video": video}
+    first = results[next(iter(results))]
+    best = first["by_workers"][str(workers[-1])]
+    out = {"benchmark": "pipeline", "mode": args.mode, "source": args.source,
+           "num_seg": spec.num_seg, "views_per_clip": spec.views, "batch_shape": first["shape"],
+           "device_crops": spec.device_crops,
+           "data": args.data or (f"generated 10 s 340x256 h264, keyframe every {args.gops} frames"
+                                 if fmt == "videos" else "generated 300-frame 340x256 frames"),
+           "workers": workers[-1] if len(workers) == 1 else workers,
+           "clips": args.num_clips, "ms_per_clip": round(1e3 / best, 3),
+           "clips_per_s": round(best, 2),
+           "cpu_ms_per_clip": round(first["cpu_ms"], 3),
+           "bytes_read_per_clip": round(first["bytes"]),
+           "sampled_bytes_per_clip": first["sampled"] and round(first["sampled"]),
+           "cpus": pipeline.available_cpus(), "cpu": timing.cpu_name(),
+           "load_average": [round(x, 2) for x in os.getloadavg()]}
+    if first["sampled"]:
+        out["read_per_sampled_byte"] = round(first["bytes"] / first["sampled"], 3)
+        out["video_bytes"] = first["video"]  # what one record per video read per clip
+    if len(workers) > 1:
+        out["clips_per_s_by_workers"] = {w: round(v, 2) for w, v in first["by_workers"].items()}
+        out["scaling_vs_fewest_workers"] = round(best / first["by_workers"][str(workers[0])], 3)
+    if fmt == "videos" and not args.data:
+        out["ms_per_clip_by_gop"] = {g: round(1e3 / r["by_workers"][str(workers[-1])], 3)
+                                     for g, r in results.items()}
+        out["cpu_ms_per_clip_by_gop"] = {g: round(r["cpu_ms"], 3) for g, r in results.items()}
+    return out

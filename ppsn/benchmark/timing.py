@@ -1,4 +1,4 @@
-"""What the benchmarks share: a generated benchmark video, a repeated source, timing of calls."""
+"""What the benchmarks share: generated benchmark videos, a repeated source, timing of calls."""
 
 from __future__ import annotations
 
@@ -10,16 +10,18 @@ import numpy as np
 
 
 class RepeatedSource:
-    """A source that yields the same video ``n`` times (with distinct indices)."""
+    """A source of ``n`` records cycling over ``source``'s (a record or a source), with
+    distinct indices."""
 
-    def __init__(self, record, n: int):
-        self.record, self.n = record, n
+    def __init__(self, source, n: int):
+        self.source = [source] if isinstance(source, dict) else source
+        self.n = n
 
     def __len__(self):
         return self.n
 
     def __getitem__(self, index):
-        return dict(self.record, index=index)
+        return dict(self.source[index % len(self.source)], index=index)
 
 
 def benchmark_video(directory: str, data_format: str, num_frames=300, width=340, height=256
@@ -35,6 +37,39 @@ def benchmark_video(directory: str, data_format: str, num_frames=300, width=340,
         path = os.path.join(directory, "video.mp4")
         toy.write_video(path, frames)
     return path
+
+
+def h264_video(directory: str, gop: int, seconds: int = 10, width: int = 340, height: int = 256,
+               fps: int = 25) -> str:
+    """A generated toy video as h264 (libx264, B-frames) with a keyframe every ``gop`` frames
+    and no others (scene-cut keyframes off)."""
+    import av
+
+    from ppsn.data import toy
+
+    frames = toy.render_video(3, seconds * fps, width, height, np.random.default_rng(0))
+    path = os.path.join(directory, f"gop{gop}.mp4")
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.gop_size = gop
+        stream.options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo``), for the record of a figure."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        import platform
+
+        return platform.processor() or "unknown"
 
 
 def record_for(path: str) -> dict:

@@ -9,8 +9,12 @@
   requested frame is then reached by seeking to the keyframe before it and decoding forward from
   there, never from the start of the file.
 
-Every failure is a :class:`DecodeError` naming the file and the reason, so that pipelines can
-count, log and replace the sample.
+Every failure is a :class:`DecodeError` naming the file (for frames: the frame file, or the
+record and frame number) and the reason, so that pipelines can count, log and replace the
+sample. Reasons are plain text: no Python object reprs.
+
+Library threads: :func:`set_threads` caps OpenCV's pool and FFmpeg's decoder threads in this
+process (the input pipeline calls it in each worker process: see ``ppsn.data.pipeline``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from __future__ import annotations
 import bisect
 import io
 import os
-from typing import Sequence
+import re
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -26,6 +31,18 @@ import numpy as np
 FRAME_SUFFIX = "img_{:05}.jpg"
 # Video files a folder listing takes (predict on a directory, the K400 official layout).
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".flv", ".m4v", ".mpg", ".mpeg")
+
+
+_THREADS: int | None = None  # FFmpeg decoder threads; None: FFmpeg's default
+
+
+def set_threads(count: int) -> None:
+    """Use ``count`` library threads per decode in this process: OpenCV's pool (resize, colour
+    conversion) and FFmpeg's video decoder. 1 in worker processes avoids W workers x N cores
+    threads on N cores."""
+    global _THREADS
+    cv2.setNumThreads(int(count))
+    _THREADS = int(count)
 
 
 class DecodeError(Exception):
@@ -58,14 +75,24 @@ def _decode_with_pil(data: bytes, name: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as img:
             return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DecodeError(name, f"corrupt or unsupported image ({e})") from None
+    except UnidentifiedImageError:
+        raise DecodeError(name, "corrupt or unsupported image (not a JPEG or PNG that "
+                                "OpenCV or PIL can read)") from None
+    except (OSError, ValueError) as e:
+        raise DecodeError(name, f"corrupt or unsupported image ({_plain(e)})") from None
 
 
-def _stack(frames: list[np.ndarray], name: str) -> np.ndarray:
-    shapes = {f.shape for f in frames}
-    if len(shapes) != 1:
-        raise DecodeError(name, f"frames of different sizes {sorted(shapes)}")
+def _size(frame: np.ndarray) -> str:
+    return f"{frame.shape[1]}x{frame.shape[0]}"
+
+
+def _stack(frames: list[np.ndarray], names: list[str]) -> np.ndarray:
+    """Stack decoded frames; a frame whose size differs from the first one's is a
+    :class:`DecodeError` naming that frame (``names[i]`` names ``frames[i]``)."""
+    for frame, name in zip(frames, names):
+        if frame.shape != frames[0].shape:
+            raise DecodeError(name, f"frames of different sizes: this frame is {_size(frame)}, "
+                                    f"the clip's first sampled frame {_size(frames[0])}")
     return np.stack(frames)
 
 
@@ -97,11 +124,14 @@ def read_frame_files(frame_dir: str, indices: Sequence[int], suffix: str = FRAME
         if i not in cache:
             cache[i] = decode_jpeg(read_frame_bytes(frame_dir, i, suffix),
                                    frame_path(frame_dir, i, suffix))
-    return _stack([cache[int(i)] for i in indices], frame_dir)
+    return _stack([cache[int(i)] for i in indices],
+                  [frame_path(frame_dir, i, suffix) for i in indices])
 
 
 def decode_jpeg_frames(jpegs: Sequence[bytes], indices: Sequence[int], name: str) -> np.ndarray:
-    """Decode the 0-based ``indices`` of a list of JPEG bytes (a TFDS record) -> ``[T, H, W, 3]``."""
+    """Decode the 0-based ``indices`` of a sequence of JPEG bytes -> ``[T, H, W, 3]``. ``jpegs``
+    is any sequence (a list, or a prepared TFDS video whose frames are read on access): only
+    the requested frames are read, each once."""
     cache: dict[int, np.ndarray] = {}
     for i in indices:
         i = int(i)
@@ -109,7 +139,7 @@ def decode_jpeg_frames(jpegs: Sequence[bytes], indices: Sequence[int], name: str
             if not 0 <= i < len(jpegs):
                 raise DecodeError(name, f"frame {i} requested but the record has {len(jpegs)}")
             cache[i] = decode_jpeg(jpegs[i], f"{name}[frame {i}]")
-    return _stack([cache[int(i)] for i in indices], name)
+    return _stack([cache[int(i)] for i in indices], [f"{name}[frame {int(i)}]" for i in indices])
 
 
 # --------------------------------------------------------------------------------------- video
@@ -145,6 +175,8 @@ class VideoFile:
             if not self._container.streams.video:
                 raise DecodeError(self.name, "no video stream")
             self._stream = self._container.streams.video[0]
+            if _THREADS is not None:
+                self._stream.codec_context.thread_count = _THREADS
             self._index()
         except DecodeError:
             self.close()
@@ -211,7 +243,28 @@ class VideoFile:
             raise
         except Exception as e:
             raise DecodeError(self.name, f"corrupt video ({_why(e)})") from None
-        return _stack([decoded[int(i)] for i in indices], self.name)
+        return _stack([decoded[int(i)] for i in indices],
+                      [f"{self.name}[frame {int(i)}]" for i in indices])
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """Every frame in order, uint8 RGB ``[H, W, 3]``, decoded from the start one at a time
+        (memory of one frame); raises ``DecodeError`` unless all ``num_frames`` frames decode."""
+        count = 0
+        try:
+            self._seek(self._keyframes[0])
+            for frame in self._decoder:
+                if count == self.num_frames:
+                    break
+                count += 1
+                yield frame.to_ndarray(format="rgb24")
+        except DecodeError:
+            raise
+        except Exception as e:
+            raise DecodeError(self.name, f"corrupt video ({_why(e)})") from None
+        finally:
+            self._decoder = None
+        if count < self.num_frames:
+            raise DecodeError(self.name, f"truncated video: {count} of {self.num_frames} frames decode")
 
     def verify(self) -> int:
         """Decode every frame from the start (nothing kept); raises ``DecodeError`` unless all
@@ -240,5 +293,13 @@ class VideoFile:
         self.close()
 
 
+_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
+def _plain(e: Exception) -> str:
+    """An exception's message without object reprs (``<_io.BytesIO object at 0x...>``)."""
+    return _REPR.sub("", str(e)).strip()
+
+
 def _why(e: Exception) -> str:
-    return f"{type(e).__name__}: {e}".strip()
+    return f"{type(e).__name__}: {_plain(e)}".strip()

@@ -13,14 +13,24 @@ Every batch is a dict of numpy arrays:
   on their canvas;
 * ``replaced`` int32 ``[B]`` (train): how many bad samples were replaced to produce this one;
 * ``video_id`` str ``[B]`` (valid / test): the record's ``video_id`` ('' for padding).
+* ``skipped`` uint8 ``[B, SKIP_INFO_BYTES]`` (train): which records those were and why (read
+  with :func:`consumed_skips`).
 
 Train: the whole source is shuffled per epoch from ``seed`` (Grain's ``shuffle().repeat()``
 reshuffles each epoch), each element's randomness (sampling, crop, flip) comes from an rng
 derived from ``seed`` and its position in the global stream, and process ``p`` of ``P`` takes
 positions ``p, p + P, ...``: no overlap, and the global stream does not depend on ``P``. A bad
-sample is replaced by the next record of the source (deterministically), logged, appended to the
-skip log and counted in ``replaced``. The iterator's state (``get_state`` / ``set_state``)
-restores the exact position.
+sample is replaced by the next record of the source (deterministically) and counted in
+``replaced``; the consumer logs it (:func:`log_consumed_skips`), so the skip log holds the
+samples the run consumed, never the read-ahead. The iterator's state (``get_state`` /
+``set_state``) is the number of batches consumed: it restores the exact position with any
+number of worker processes.
+
+Loading (:class:`Loader`, from ``config.data`` by :func:`loader_settings`): batches are made in
+``num_workers`` worker processes (or in the main process), each running ``decode_threads``
+library threads; read-ahead is bounded: ``prefetch_batches`` (no workers) or
+``num_workers * (prefetch_batches + 2 * worker_buffer_size + 2)`` batches (Grain's buffers in
+and between the workers) beyond the one being consumed.
 
 Eval (valid / test): no shuffle, nothing dropped or duplicated. The source is padded to a
 multiple of ``batch_size * P`` so that every process runs the same number of steps; padding and
@@ -29,12 +39,14 @@ samples that cannot be decoded carry ``mask=False`` (the latter are logged and c
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import math
 import os
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import grain
 import numpy as np
@@ -46,6 +58,7 @@ from ppsn.data.lists import ListFileSource
 log = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_BAD = 20
+SKIP_INFO_BYTES = 1024  # per train example: JSON of the records it replaced (truncated beyond)
 _SPLIT_FIELDS = {"train": ("train_list", "train_split"), "valid": ("val_list", "val_split"),
                  "test": ("test_list", "test_split")}
 
@@ -96,26 +109,74 @@ def _note_bad(skip_log: str | None, record, error: DecodeError, mode: str):
             f.write(line + "\n")
 
 
-class TrainLoader:
-    """``random_map`` callable: record + rng -> example, replacing bad samples."""
+def _encode_skips(skips: list[list]) -> np.ndarray:
+    """``[[index, video_id, file, reason], ...]`` -> uint8 ``[SKIP_INFO_BYTES]`` (JSON, zero
+    padded); entries that do not fit are dropped (their count stays in ``replaced``)."""
+    out = np.zeros(SKIP_INFO_BYTES, np.uint8)
+    for keep in range(len(skips), -1, -1):
+        data = json.dumps(skips[:keep]).encode()
+        if len(data) <= SKIP_INFO_BYTES:
+            out[:len(data)] = np.frombuffer(data, np.uint8)
+            return out
+    return out
 
-    def __init__(self, source, spec: ClipSpec, skip_log: str | None = None):
-        self.source, self.spec, self.skip_log = source, spec, skip_log
+
+class TrainLoader:
+    """``random_map`` callable: record + rng -> example, replacing bad samples (which ones and
+    why travel with the example, for the consumer to log)."""
+
+    def __init__(self, source, spec: ClipSpec):
+        self.source, self.spec = source, spec
 
     def __call__(self, record, rng: np.random.Generator) -> dict[str, Any]:
         n = len(self.source)
+        skips = []
         for attempt in range(MAX_CONSECUTIVE_BAD):
             try:
                 frames = load_clip(record, self.spec, rng)
             except DecodeError as e:
-                _note_bad(self.skip_log, record, e, "train")
+                skips.append([int(record["index"]), str(record.get("video_id", "")), e.path,
+                              e.reason])
                 record = self.source[(record["index"] + 1) % n]
                 continue
             return {"frames": frames, "label": np.int32(record["label"]),
                     "index": np.int32(record["index"]), "mask": np.bool_(True),
-                    "replaced": np.int32(attempt)}
+                    "replaced": np.int32(attempt), "skipped": _encode_skips(skips)}
         raise RuntimeError(f"{MAX_CONSECUTIVE_BAD} consecutive bad samples ending at "
-                           f"{record_name(record)}: the dataset looks broken (see the log)")
+                           f"{record_name(record)} (last: {skips[-1][3]}): the dataset looks "
+                           "broken")
+
+
+def consumed_skips(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """The bad samples replaced to make a train batch: one dict per replaced record (``row``,
+    ``index``, ``video_id``, ``file``, ``reason``); details beyond ``SKIP_INFO_BYTES`` per example
+    come back as ``file='?'``."""
+    out = []
+    for row in np.nonzero(batch["replaced"] > 0)[0]:
+        raw = batch["skipped"][row].tobytes().rstrip(b"\0")
+        entries = json.loads(raw) if raw else []
+        for k in range(int(batch["replaced"][row])):
+            index, video_id, path, reason = entries[k] if k < len(entries) else (
+                -1, "", "?", "details truncated")
+            out.append({"row": int(row), "index": index, "video_id": video_id, "file": path,
+                        "reason": reason})
+    return out
+
+
+def log_consumed_skips(batch: dict[str, np.ndarray], skip_log: str | None,
+                       step: int | None = None) -> int:
+    """Log (warning and one skip-log line each) the bad samples replaced in a train batch the
+    run consumed; returns how many. ``step`` lets :func:`read_skip_log` count a step that a
+    resumed run consumed again once."""
+    entries = consumed_skips(batch)
+    lines = []
+    for e in entries:
+        log.warning("bad sample (train): %s: %s", e["file"], e["reason"])
+        lines.append(json.dumps({"mode": "train", "step": step, **e}))
+    if skip_log and lines:
+        with open(skip_log, "a", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+    return len(entries)
 
 
 class EvalLoader:
@@ -155,8 +216,7 @@ class EvalLoader:
 
 def train_dataset(source, spec: ClipSpec, batch_size: int, seed: int, *,
                   num_epochs: int | None = None, process_index: int | None = None,
-                  process_count: int | None = None, skip_log: str | None = None
-                  ) -> grain.MapDataset:
+                  process_count: int | None = None) -> grain.MapDataset:
     """This process's batches of the training stream (``batch_size`` is per process)."""
     if spec.mode != "train":
         raise ValueError(f"train_dataset needs a train ClipSpec, got mode {spec.mode!r}")
@@ -164,7 +224,7 @@ def train_dataset(source, spec: ClipSpec, batch_size: int, seed: int, *,
         raise ValueError(f"{source!r} is empty")
     p, num_p = _process_info(process_index, process_count)
     ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(num_epochs)
-    ds = ds.random_map(TrainLoader(source, spec, skip_log), seed=seed)
+    ds = ds.random_map(TrainLoader(source, spec), seed=seed)
     ds = ds[p::num_p]
     return ds.batch(batch_size, drop_remainder=True)
 
@@ -180,29 +240,186 @@ def eval_dataset(source, spec: ClipSpec, batch_size: int, *,
     return ds.map(EvalLoader(source, spec, skip_log)).batch(batch_size)
 
 
-def to_iterator(dataset: grain.MapDataset, num_workers: int = 0,
-                worker_buffer_size: int = 2) -> grain.DatasetIterator:
-    """A checkpointable iterator; ``num_workers > 0`` decodes in that many worker processes.
+# ------------------------------------------------------------------------------------ loading
 
-    Grain reads absl flags when it starts workers; outside ``absl.app.run`` (tests, notebooks,
-    argparse CLIs) they are marked parsed here with their defaults."""
-    it = dataset.to_iter_dataset()
-    if num_workers > 0:
+CPUS_ENV = "PPSN_CPUS"  # CPUs this process may use (the launchers set it per process)
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: ``$PPSN_CPUS`` (set by ``launch/*``: e.g. a SLURM task's
+    ``SLURM_CPUS_PER_TASK``), else the process's CPU affinity."""
+    value = os.environ.get(CPUS_ENV, "")
+    if value:
+        try:
+            cpus = int(value)
+        except ValueError:
+            raise ValueError(f"{CPUS_ENV}={value!r} is not a number of CPUs") from None
+        if cpus < 1:
+            raise ValueError(f"{CPUS_ENV}={value!r}: need at least 1 CPU")
+        return cpus
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Loader:
+    """How batches are made: in ``num_workers`` worker processes (0: in this process), each
+    with ``decode_threads`` OpenCV / FFmpeg threads and keeping ``worker_buffer_size`` finished
+    batches; each producer (the main process without workers, else each worker) computes up to
+    ``prefetch_batches`` batches ahead, in as many threads."""
+
+    num_workers: int = 0
+    worker_buffer_size: int = 1
+    prefetch_batches: int = 2
+    decode_threads: int = 1
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            if getattr(self, field.name) < 0:
+                raise ValueError(f"data.{field.name} must be >= 0, got {getattr(self, field.name)}")
+        if self.num_workers and self.worker_buffer_size < 1:
+            raise ValueError("data.worker_buffer_size must be >= 1 with worker processes")
+
+    @property
+    def read_ahead(self) -> int:
+        """The most batches made beyond the one being consumed (Grain's buffers: measured)."""
+        if self.num_workers == 0:
+            return self.prefetch_batches
+        return self.num_workers * (self.prefetch_batches + 2 * self.worker_buffer_size + 2)
+
+    def describe(self, batch_bytes: int | None = None) -> str:
+        where = (f"{self.num_workers} worker processes" if self.num_workers
+                 else "the main process")
+        text = (f"batches made in {where} ({self.decode_threads} decode threads each), "
+                f"worker buffer {self.worker_buffer_size}, prefetch {self.prefetch_batches}: "
+                f"at most {self.read_ahead} batches read ahead")
+        if batch_bytes:
+            text += f" ({self.read_ahead * batch_bytes / 2**30:.2f} GiB)"
+        return text
+
+
+def loader_settings(data_cfg, cpus: int | None = None) -> Loader:
+    """The :class:`Loader` that ``config.data`` asks for; ``-1`` fields are derived here (the
+    one place) from the CPUs this process may use (:func:`available_cpus`): one worker per CPU
+    but one (the main process feeds the devices), one library thread per worker, one finished
+    batch per worker, and 2 batches read ahead without workers (0 inside workers, whose
+    buffers already read ahead)."""
+    cpus = cpus or available_cpus()
+
+    def value(name, auto):
+        v = int(data_cfg.get(name, -1))
+        return auto if v == -1 else v
+
+    num_workers = value("num_workers", max(0, cpus - 1))
+    return Loader(num_workers=num_workers,
+                  worker_buffer_size=value("worker_buffer_size", 1),
+                  prefetch_batches=value("prefetch_batches", 0 if num_workers else 2),
+                  decode_threads=value("decode_threads", 1))
+
+
+def _init_worker(threads: int, worker_index: int, worker_count: int) -> None:
+    from ppsn.data import decode
+
+    decode.set_threads(threads)
+
+
+def _grain_iterator(dataset: grain.MapDataset, loader: Loader) -> grain.DatasetIterator:
+    it = dataset.to_iter_dataset(grain.ReadOptions(
+        num_threads=loader.prefetch_batches, prefetch_buffer_size=loader.prefetch_batches))
+    if loader.num_workers > 0:
         from absl import flags
 
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(
-            num_workers=num_workers, per_worker_buffer_size=worker_buffer_size))
+            num_workers=loader.num_workers, per_worker_buffer_size=loader.worker_buffer_size),
+            worker_init_fn=functools.partial(_init_worker, loader.decode_threads))
     return iter(it)
 
 
+class BatchIterator:
+    """Iterator over a dataset of batches whose checkpoint state is the number of batches
+    consumed (``get_state`` / ``set_state``, bytes, as Grain's Orbax handler stores them): a
+    run resumes at the exact batch whatever its ``num_workers``. Worker processes start at the
+    first ``next`` (or ``start_prefetch``) and stop at the end or on ``close``."""
+
+    def __init__(self, dataset: grain.MapDataset, loader: Loader):
+        self._dataset, self._loader = dataset, loader
+        self._position = 0
+        self._it = None
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return self
+
+    def start_prefetch(self) -> None:
+        if self._it is None:
+            self._it = _grain_iterator(self._dataset[self._position:], self._loader)
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        self.start_prefetch()
+        try:
+            batch = next(self._it)
+        except StopIteration:
+            self.close()
+            raise
+        self._position += 1
+        return batch
+
+    def get_state(self) -> bytes:
+        return json.dumps({"batches_consumed": self._position}).encode()
+
+    def set_state(self, state: bytes | str | dict) -> None:
+        if not isinstance(state, dict):
+            state = json.loads(state)
+        if "batches_consumed" in state:
+            position = state["batches_consumed"]
+        elif set(state) == {"next_index"}:  # Grain's own state of an in-process iterator
+            position = state["next_index"]
+        else:
+            raise ValueError("this checkpoint holds a Grain worker-process iterator state "
+                             "(saved by an older ppsn), which cannot be restored: restart the "
+                             "run in a new workdir or resume with that version")
+        self.close()
+        self._position = int(position)
+
+    def close(self) -> None:
+        if self._it is not None:
+            self._it.close()
+            self._it = None
+
+
+def to_iterator(dataset: grain.MapDataset, loader: Loader | int | None = None) -> BatchIterator:
+    """A checkpointable iterator over ``dataset``'s batches, made as ``loader`` says (an int is
+    a number of worker processes with the other settings derived; None: in this process).
+
+    Grain reads absl flags when it starts workers; outside ``absl.app.run`` (tests, notebooks,
+    argparse CLIs) they are marked parsed here with their defaults."""
+    if loader is None:
+        loader = Loader()
+    elif isinstance(loader, int):
+        loader = Loader(num_workers=loader, prefetch_batches=0 if loader else 2)
+    return BatchIterator(dataset, loader)
+
+
 def read_skip_log(path: str) -> list[dict[str, Any]]:
-    """The bad samples a run logged (one dict per occurrence)."""
+    """The bad samples a run logged (one dict per occurrence; a train step that a resumed run
+    consumed again counts once)."""
     if not path or not os.path.exists(path):
         return []
+    entries, seen = [], set()
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            if entry.get("step") is not None:
+                key = (entry["step"], entry.get("row"), entry.get("index"), entry.get("file"))
+                if key in seen:
+                    continue
+                seen.add(key)
+            entries.append(entry)
+    return entries
 
 
 def summarize_skips(entries: Sequence[dict[str, Any]]) -> str:

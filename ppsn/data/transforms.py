@@ -118,8 +118,12 @@ def ten_crop_on_device(frames, hw, size: int):
 
 
 def flip(frames: np.ndarray) -> np.ndarray:
-    """Mirror every frame horizontally."""
-    return frames[:, :, ::-1]
+    """Mirror every frame horizontally (a contiguous copy: OpenCV's flip, 2x numpy's copy of a
+    reversed view)."""
+    out = np.empty(frames.shape, frames.dtype)
+    for i, frame in enumerate(frames):
+        out[i] = cv2.flip(np.ascontiguousarray(frame), 1)
+    return out
 
 
 def random_flip(frames: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:

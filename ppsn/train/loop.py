@@ -106,8 +106,10 @@ def setup(config, workdir: str) -> Run:
     step_cfg = steps.step_config(task, config, steps_per_epoch)
     train_fn, eval_fn = steps.jit_steps(step_cfg, mesh)
     skip_log = os.path.join(workdir, f"bad_samples.process{jax.process_index()}.jsonl")
-    train_ds = pipeline.train_dataset(train_source, pipeline.clip_spec(config.data, "train"),
-                                      local_batch, config.seed, skip_log=skip_log)
+    train_spec = pipeline.clip_spec(config.data, "train")
+    train_ds = pipeline.train_dataset(train_source, train_spec, local_batch, config.seed)
+    loader = pipeline.loader_settings(config.data)
+    log.info("data: %s", loader.describe(local_batch * math.prod(train_spec.shape)))
     val = None
     if config.validate:
         val = (pipeline.make_source(config.data, "valid", num_classes),
@@ -116,7 +118,7 @@ def setup(config, workdir: str) -> Run:
                train_fn=train_fn,
                eval_fn=eval_fn, num_videos=len(train_source), steps_per_epoch=steps_per_epoch,
                total_steps=total_steps,
-               data_iter=pipeline.to_iterator(train_ds, config.data.num_workers),
+               data_iter=pipeline.to_iterator(train_ds, loader),
                ckpt=checkpoint.TrainCheckpointer(workdir, config.keep_checkpoints),
                writer=reporting.Writer(workdir), skip_log=skip_log, val=val)
 
@@ -168,7 +170,7 @@ def validate_and_keep_best(run: Run, progress: Progress, state, done: int) -> No
     epoch = done // run.steps_per_epoch
     source, spec = run.val
     val = validation.validate(run.eval_fn, state, source, spec, run.config.valid_batch_size,
-                              run.mesh, run.config.data.num_workers)
+                              run.mesh, pipeline.loader_settings(run.config.data))
     log.info(f"epoch:[{epoch:3d}/{run.config.num_epochs:<3d}] val loss: {val['loss']:.5f} "
              f"top1: {val['top1']:.5f} top5: {val['top5']:.5f} ({val['count']} videos)")
     run.writer.scalars("val", val, done)
@@ -218,16 +220,16 @@ def train_steps(run: Run, progress: Progress, state, rng, start: int, stop: int)
     config = run.config
     feed = prefetch.DevicePrefetcher(run.data_iter, lambda batch: (parallel.to_global(
         {"frames": batch["frames"], "label": batch["label"]}, run.mesh),
-        int(batch["replaced"].sum())), size=PREFETCH_BATCHES)
+        {k: batch[k] for k in ("replaced", "skipped")}), size=PREFETCH_BATCHES)
     pending = collections.deque()  # a small output of each step still being computed
     try:
         for step in range(start, stop):
             t0 = time.perf_counter()
-            batch, replaced = next(feed)
+            batch, skips = next(feed)
             waited = time.perf_counter() - t0
             progress.meter.reader += waited
             progress.data_wait_s += waited
-            progress.replaced += replaced
+            progress.replaced += pipeline.log_consumed_skips(skips, run.skip_log, step)
             state, metrics = run.train_fn(state, batch, rng)
             progress.meter.values.append(metrics)
             pending.append(metrics["loss"])

@@ -21,12 +21,14 @@ _END = object()
 
 
 class Position:
-    """A Grain iterator state, saved by ``grain.checkpoint.CheckpointSave`` like the iterator."""
+    """An iterator state, saved by ``grain.checkpoint.CheckpointSave`` like the iterator."""
 
-    def __init__(self, state: dict):
+    def __init__(self, state: bytes | dict):
         self.state = state
 
     def get_state(self) -> bytes:
+        if isinstance(self.state, bytes):
+            return self.state
         return json.dumps(self.state, indent=4).encode()
 
 

@@ -15,12 +15,12 @@ from ppsn.data import pipeline
 log = logging.getLogger(__name__)
 
 
-def validate(eval_fn, state, source, spec, global_batch, mesh, num_workers=0) -> dict:
+def validate(eval_fn, state, source, spec, global_batch, mesh, loader=None) -> dict:
     """Loss / Top-1 / Top-5 over the whole source, each video counted exactly once."""
     local = parallel.check_batch_size(global_batch, mesh)
     ds = pipeline.eval_dataset(source, spec, local)
     totals = None
-    for batch in pipeline.to_iterator(ds, num_workers):
+    for batch in pipeline.to_iterator(ds, loader):
         sums = eval_fn(state, parallel.to_global(
             {k: batch[k] for k in ("frames", "label", "mask")}, mesh))
         totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)

@@ -97,10 +97,58 @@ def test_corrupt_and_empty_jpegs(tmp_path):
     with pytest.raises(DecodeError, match="corrupt or unsupported") as err:
         decode.decode_jpeg(b"\xff\xd8garbage" * 10, "bad.jpg")
     assert err.value.path == "bad.jpg"
+    assert " at 0x" not in err.value.reason and "<" not in err.value.reason  # no object reprs
+
+
+def test_frames_of_different_sizes_name_the_offending_file(tmp_path):
     a = media.frames(1, 32, 32)[0]
     b = media.frames(1, 40, 32)[0]
     d = tmp_path / "mixed"
-    media.write_frame_dir(d, np.stack([a]))
-    media.write_jpeg(str(d / "img_00002.jpg"), b)
-    with pytest.raises(DecodeError, match="different sizes"):
-        decode.read_frame_files(str(d), [0, 1])
+    media.write_frame_dir(d, np.stack([a, a]))
+    media.write_jpeg(str(d / "img_00003.jpg"), b)
+    with pytest.raises(DecodeError, match="different sizes") as err:
+        decode.read_frame_files(str(d), [0, 1, 2])
+    assert err.value.path == str(d / "img_00003.jpg")  # the file, not the folder
+    assert "40x32" in err.value.reason and "32x32" in err.value.reason
+    jpegs = [open(d / f"img_0000{i}.jpg", "rb").read() for i in (1, 2, 3)]
+    with pytest.raises(DecodeError, match="different sizes") as err:
+        decode.decode_jpeg_frames(jpegs, [2, 0], "rec")
+    assert err.value.path == "rec[frame 0]"
+
+
+class _CountingContainer:
+    """A PyAV container whose ``decode`` is PyAV's own loop (demux, send each packet, pull its
+    frames) with counts: the packets sent to the decoder and the frames pulled from it."""
+
+    def __init__(self, container):
+        self._container, self.sent, self.pulled = container, [], []
+
+    def __getattr__(self, name):
+        return getattr(self._container, name)
+
+    def decode(self, stream):
+        for packet in self._container.demux(stream):
+            self.sent.append(packet.pts)
+            for frame in packet.decode():
+                self.pulled.append(frame.pts)
+                yield frame
+
+
+@pytest.mark.parametrize("num_seg,mode", [(3, "train"), (25, "test"), (3, "valid")])
+def test_decoding_stops_at_the_last_sampled_frame(tmp_path, num_seg, mode):
+    from ppsn.data.sampling import sample_segments
+
+    # h264 with B-frames: the decoder holds frames back, so "stop" is checked on both sides.
+    path = media.write_video(tmp_path / "bframes.mp4", "libx264", media.frames(100), gop=25)
+    for seed in range(4):
+        with VideoFile(path) as video:
+            counting = video._container = _CountingContainer(video._container)
+            indices = sample_segments(video.num_frames, num_seg, mode, np.random.default_rng(seed))
+            video.get(indices)
+            last = video._pts[int(max(indices))]
+            reorder = int(video._stream.codec_context.has_b_frames)
+        assert reorder  # the file has B-frames
+        assert max(counting.pulled) == last  # the last sampled frame was reached...
+        assert not [p for p in counting.pulled if p > last]  # ...and nothing decoded past it
+        # Packets past it reach the decoder only as its B-frame reorder delay requires.
+        assert len([p for p in counting.sent if p is not None and p > last]) <= reorder + 1

@@ -1,7 +1,10 @@
 import os
 import shutil
+import time
 
+import grain
 import numpy as np
+import psutil
 import pytest
 
 from ppsn.data import pipeline
@@ -60,20 +63,114 @@ def test_process_shards_do_not_overlap_and_rebuild_the_global_stream(train_frame
             np.testing.assert_array_equal(shards[p][i]["frames"], single[i * 3 + p]["frames"])
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_iterator_state_restores_the_exact_position(train_frames, workers):
+@pytest.mark.parametrize("saved_with,restored_with", [(0, 2), (2, 1)])
+def test_iterator_state_restores_the_exact_position_with_any_worker_count(
+        train_frames, saved_with, restored_with):
     ds = pipeline.train_dataset(train_frames, SPEC, 2, seed=0, process_index=0, process_count=1)
-    it = pipeline.to_iterator(ds, workers)
+    it = pipeline.to_iterator(ds, saved_with)
     for _ in range(3):
         next(it)
     state = it.get_state()
     expected = [next(it) for _ in range(3)]
-    resumed = pipeline.to_iterator(ds, workers)
+    it.close()
+    resumed = pipeline.to_iterator(ds, restored_with)  # Grain's own state would not restore
     resumed.set_state(state)
     for want in expected:
         got = next(resumed)
         for key in want:
             np.testing.assert_array_equal(got[key], want[key])
+    resumed.close()
+
+
+class CountingSource:
+    """A real source whose every record read appends one byte to a file (seen from every
+    worker process): how many clips the pipeline has made."""
+
+    def __init__(self, source, path):
+        self.source, self.path = source, str(path)
+        open(self.path, "wb").close()
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, index):
+        with open(self.path, "ab") as f:
+            f.write(b"x")
+        return self.source[index]
+
+    def reads(self):
+        return os.path.getsize(self.path)
+
+
+def _tree_rss():
+    me = psutil.Process()
+    return sum(p.memory_info().rss for p in [me] + me.children(recursive=True))
+
+
+@pytest.mark.parametrize("loader", [pipeline.Loader(num_workers=0, prefetch_batches=2),
+                                    pipeline.Loader(num_workers=2, worker_buffer_size=1,
+                                                    prefetch_batches=0)])
+def test_read_ahead_is_bounded_and_memory_flat_while_the_consumer_waits(
+        train_frames, tmp_path, loader):
+    source = CountingSource(train_frames, tmp_path / "reads")
+    batch = 4  # clips of 3 x 224 x 224 x 3: 1.8 MB per batch
+    ds = pipeline.train_dataset(source, ClipSpec("train", 3, 256, 224), batch, seed=0,
+                                process_index=0, process_count=1)
+    it = pipeline.to_iterator(ds, loader)
+    next(it)
+    # Wait until nothing more is made (Grain's default read-ahead, 500 batches per process and
+    # per worker, would take minutes to fill), then check it stays so.
+    counts = [source.reads()]
+    deadline = time.time() + 60
+    while time.time() < deadline and (len(counts) < 4 or len(set(counts[-4:])) > 1):
+        time.sleep(0.5)
+        counts.append(source.reads())
+    made, rss = source.reads(), _tree_rss()
+    time.sleep(2)
+    assert source.reads() == made, "the pipeline kept making batches while the consumer waited"
+    assert abs(_tree_rss() - rss) < 32 * 2**20
+    assert made <= (1 + loader.read_ahead) * batch, (made, loader.read_ahead)
+    it.close()
+
+
+def test_loader_settings_are_derived_from_the_cpus_when_unset(monkeypatch):
+    from ppsn.recipe import pptsn_config
+
+    data = pptsn_config().data
+    assert pipeline.loader_settings(data, cpus=1) == pipeline.Loader(0, 1, 2, 1)
+    auto = pipeline.loader_settings(data, cpus=12)
+    assert auto == pipeline.Loader(num_workers=11, worker_buffer_size=1, prefetch_batches=0,
+                                   decode_threads=1)
+    assert auto.read_ahead == 11 * 4
+    data.num_workers, data.prefetch_batches, data.decode_threads = 3, 1, 2
+    assert pipeline.loader_settings(data, cpus=12) == pipeline.Loader(3, 1, 1, 2)
+    monkeypatch.setenv("PPSN_CPUS", "6")  # what launch/*.sh set per process
+    assert pipeline.available_cpus() == 6
+    data.num_workers = -1
+    assert pipeline.loader_settings(data).num_workers == 5
+    monkeypatch.setenv("PPSN_CPUS", "six")
+    with pytest.raises(ValueError, match="PPSN_CPUS"):
+        pipeline.available_cpus()
+    data.worker_buffer_size = -2
+    with pytest.raises(ValueError, match="worker_buffer_size must be >= 0"):
+        pipeline.loader_settings(data, cpus=4)
+
+
+def _library_threads(i):
+    import cv2
+
+    from ppsn.data import decode
+
+    return np.array([cv2.getNumThreads(), decode._THREADS or -1], np.int32)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_decode_threads_are_set_in_every_worker(threads):
+    ds = grain.MapDataset.range(8).map(_library_threads).batch(1)
+    it = pipeline.to_iterator(ds, pipeline.Loader(num_workers=2, decode_threads=threads,
+                                                  prefetch_batches=0))
+    seen = {tuple(b[0].tolist()) for b in it}
+    assert seen == {(threads, threads)}  # OpenCV's pool and FFmpeg's decoder threads
 
 
 @pytest.mark.parametrize("processes,batch", [(1, 4), (3, 4), (8, 1), (2, 7)])
@@ -118,10 +215,12 @@ def test_bad_training_samples_are_replaced_counted_and_logged(toy_dir, tmp_path,
     source = ListFileSource(str(root / "train.list"), "videos", str(root))
     skip_log = str(tmp_path / "skips.jsonl")
     ds = pipeline.train_dataset(source, SPEC, 1, seed=0, num_epochs=1, process_index=0,
-                                process_count=1, skip_log=skip_log)
-    batches = [ds[i] for i in range(len(ds))]
+                                process_count=1)
+    batches = list(pipeline.to_iterator(ds))
     assert len(batches) == len(source)  # nothing lost: every position yields a clip
     assert sum(int(b["replaced"][0]) for b in batches) == 3
+    logged = sum(pipeline.log_consumed_skips(b, skip_log, step) for step, b in enumerate(batches))
+    assert logged == 3
     entries = pipeline.read_skip_log(skip_log)
     assert sorted(e["index"] for e in entries) == [1, 4, 6]
     reasons = {e["index"]: e["reason"] for e in entries}
@@ -132,6 +231,29 @@ def test_bad_training_samples_are_replaced_counted_and_logged(toy_dir, tmp_path,
     assert summary.startswith("3 bad samples (3 distinct files)")
     # Replacement is deterministic: the same stream again gives the same clips.
     np.testing.assert_array_equal(ds[0]["frames"], batches[0]["frames"])
+    # A resumed run that consumes a logged step again does not count it twice.
+    step = next(i for i, b in enumerate(batches) if b["replaced"][0])
+    pipeline.log_consumed_skips(batches[step], skip_log, step)
+    assert len(pipeline.read_skip_log(skip_log)) == 3
+
+
+def test_skip_log_holds_only_the_samples_the_run_consumed(toy_dir, tmp_path):
+    root = _broken_copy(toy_dir, tmp_path)
+    source = ListFileSource(str(root / "train.list"), "videos", str(root))
+    ds = pipeline.train_dataset(source, SPEC, 1, seed=0, num_epochs=1, process_index=0,
+                                process_count=1)
+    replaced = [int(ds[i]["replaced"][0]) for i in range(len(ds))]
+    # Stop right after the first replaced sample, with the others inside the read-ahead.
+    stop = replaced.index(1)
+    assert sum(replaced[stop + 1:]) == 2
+    it = pipeline.to_iterator(ds, pipeline.Loader(num_workers=0, prefetch_batches=len(ds)))
+    skip_log = str(tmp_path / "skips.jsonl")
+    for step in range(stop + 1):
+        pipeline.log_consumed_skips(next(it), skip_log, step)
+    time.sleep(1)  # the read-ahead meets the other two bad samples meanwhile
+    entries = pipeline.read_skip_log(skip_log)
+    assert len(entries) == 1 and entries[0]["step"] == stop
+    it.close()
 
 
 def test_bad_eval_samples_are_masked_not_dropped(toy_dir, tmp_path):
@@ -154,3 +276,32 @@ def test_frames_and_videos_give_the_same_clip_geometry(toy_dir):
     a, b = load_clip(frames[0], spec), load_clip(videos[0], spec)
     assert a.shape == b.shape == (3, 48, 48, 3)
     assert np.abs(a.astype(int) - b).mean() < 12  # JPEG vs MPEG-4 of the same frames
+
+
+def test_list_and_tfds_sources_give_identical_batches(toy_dir, toy_tfds_dir):
+    """The same videos from a list file and from ``prepare``'s per-frame records: the same
+    sampling, decoding and augmentation, bit for bit, in every mode."""
+    from ppsn.recipe import toy_config
+
+    data = toy_config().data
+    data.data_prefix, data.short_size, data.target_size = str(toy_dir), 64, 48
+    data.train_list = str(toy_dir / "train_frames.list")
+    data.val_list = data.test_list = str(toy_dir / "val_frames.list")
+    sources = {}
+    for name in ("list", "tfds"):
+        data.source, data.tfds_data_dir = name, str(toy_tfds_dir)
+        sources[name] = {mode: pipeline.make_source(data, mode, 10)
+                         for mode in ("train", "valid", "test")}
+    train = pipeline.clip_spec(data, "train")
+    streams = [pipeline.train_dataset(sources[n]["train"], train, 4, seed=5, process_index=0,
+                                      process_count=1) for n in ("list", "tfds")]
+    for i in range(12):  # two epochs and a half of the 30 videos
+        for key, value in streams[0][i].items():
+            np.testing.assert_array_equal(streams[1][i][key], value, err_msg=key)
+    for mode in ("valid", "test"):
+        spec = pipeline.clip_spec(data, mode)
+        a, b = (pipeline.eval_dataset(sources[n][mode], spec, 8, process_index=0, process_count=1)
+                for n in ("list", "tfds"))
+        for x, y in zip(a, b):
+            for key in x:
+                np.testing.assert_array_equal(x[key], y[key], err_msg=f"{mode} {key}")

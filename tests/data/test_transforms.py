@@ -1,6 +1,9 @@
-"""Bit-exactness against PaddleVideo's own pipeline outputs (shared/fixtures/paddle_pipeline)."""
+"""Bit-exactness against PaddleVideo's own pipeline outputs (shared/fixtures/paddle_pipeline),
+with the frames read from both sources: the frame folders (list files) and a TFDS dataset
+prepared from them."""
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -8,8 +11,12 @@ import numpy as np
 import pytest
 
 from ppsn.data import transforms as T
-from ppsn.data.decode import read_frame_files
+from ppsn.data.clips import ClipSpec, load_clip
+from ppsn.data.decode import decode_jpeg_frames, read_frame_files
+from ppsn.data.lists import ListFileSource
 from tests.conftest import require_fixture
+
+CLIPS = {"clip0": 47, "clip1": 13, "clip2": 9}
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +24,33 @@ def fx():
     return require_fixture("paddle_pipeline")
 
 
-def _frames(fx, clip, one_based):
-    return read_frame_files(str(fx / "frames" / clip), [i - 1 for i in one_based])
+@pytest.fixture(scope="module")
+def sources(fx, tmp_path_factory):
+    """``{'list': {clip: record}, 'tfds': {clip: record}}``: the fixture's frame folders through
+    a list file, and prepared as a TFDS frames dataset by ``ppsn.data.prepare``."""
+    from ppsn.data.prepare import prepare
+    from ppsn.data.tfds import TfdsSource
+
+    manual = tmp_path_factory.mktemp("fixture_lists")
+    (manual / "train_frames.list").write_text(
+        "".join(f"{fx / 'frames' / clip} {n} 0\n" for clip, n in CLIPS.items()))
+    out = tmp_path_factory.mktemp("fixture_tfds")
+    prepare("ucf101", str(manual), str(out), "frames")
+    found = {}
+    for name, source in (("list", ListFileSource(str(manual / "train_frames.list"), "frames")),
+                         ("tfds", TfdsSource("ucf101", "train", str(out), "frames"))):
+        found[name] = {os.path.basename(source[i]["video_id"]): source[i]
+                       for i in range(len(source))}
+    return found
+
+
+@pytest.fixture(params=["list", "tfds"])
+def frames(request, fx):
+    """``frames(clip, one_based_indices)`` -> decoded frames, from one source."""
+    if request.param == "list":
+        return lambda clip, idx: read_frame_files(str(fx / "frames" / clip), [i - 1 for i in idx])
+    records = request.getfixturevalue("sources")["tfds"]
+    return lambda clip, idx: decode_jpeg_frames(records[clip]["jpegs"], [i - 1 for i in idx], clip)
 
 
 def _load(fx, name):
@@ -26,15 +58,15 @@ def _load(fx, name):
     return data["imgs"] if name.endswith(".npz") else data
 
 
-def test_decode_matches_pil(fx):
-    np.testing.assert_array_equal(_frames(fx, "clip0", [8, 24, 40]),
+def test_decode_matches_pil(fx, frames):
+    np.testing.assert_array_equal(frames("clip0", [8, 24, 40]),
                                   _load(fx, "clip0_valid_seg3_decoded_uint8.npy"))
 
 
 @pytest.mark.parametrize("clip,idx", [("clip0", [8, 24, 40]), ("clip1", [3, 7, 11]),
                                       ("clip2", [2, 5, 8])])
-def test_valid_pipeline_bit_exact(fx, clip, idx):
-    scaled = T.scale(_frames(fx, clip, idx), 256)
+def test_valid_pipeline_bit_exact(fx, clip, idx, frames):
+    scaled = T.scale(frames(clip, idx), 256)
     if clip != "clip0":
         np.testing.assert_array_equal(scaled, _load(fx, f"{clip}_valid_seg3_scaled_uint8.npy"))
     else:
@@ -48,9 +80,20 @@ def test_valid_pipeline_bit_exact(fx, clip, idx):
     ("clip1", [7], "clip1_test_seg1_tencrop_uint8.npy"),
     ("clip2", [5], "clip2_test_seg1_tencrop_uint8.npy"),
 ])
-def test_ten_crop_bit_exact(fx, clip, idx, name):
-    np.testing.assert_array_equal(T.ten_crop(T.scale(_frames(fx, clip, idx), 256), 224),
+def test_ten_crop_bit_exact(fx, clip, idx, name, frames):
+    np.testing.assert_array_equal(T.ten_crop(T.scale(frames(clip, idx), 256), 224),
                                   _load(fx, name))
+
+
+@pytest.mark.parametrize("source", ["list", "tfds"])
+def test_clips_from_both_sources_are_bit_exact(fx, sources, source):
+    """Sampling, decoding and the transforms end to end, from the source's records."""
+    records = sources[source]
+    for clip in CLIPS:
+        np.testing.assert_array_equal(load_clip(records[clip], ClipSpec("valid", 3, 256, 224)),
+                                      _load(fx, f"{clip}_valid_seg3_centercrop_uint8.npy"))
+    np.testing.assert_array_equal(load_clip(records["clip0"], ClipSpec("test", 3, 256, 224)),
+                                  _load(fx, "clip0_test_seg3_tencrop_uint8.npz"))
 
 
 def test_ten_crop_offsets_use_integer_steps():
@@ -58,13 +101,13 @@ def test_ten_crop_offsets_use_integer_steps():
     assert T.ten_crop_offsets(256, 313, 224) == [(0, 0), (32, 0), (0, 88), (32, 88), (16, 44)]
 
 
-def test_forced_train_runs_bit_exact(fx):
-    t1 = T.flip(T.resized_crop(T.scale(_frames(fx, "clip0", [6, 27, 43]), 256),
+def test_forced_train_runs_bit_exact(fx, frames):
+    t1 = T.flip(T.resized_crop(T.scale(frames("clip0", [6, 27, 43]), 256),
                                T.pil_crop_box(29.0, 16.0, 224, 192), 224))
     np.testing.assert_array_equal(t1, _load(fx, "train_T1_clip0_after_flip_uint8.npy"))
     box = T.pil_crop_box(99.5, 32.0, 256, 224)
     assert box == (100, 32, 356, 256)
-    t2 = T.resized_crop(T.scale(_frames(fx, "clip1", [1, 8, 10]), 256), box, 224)
+    t2 = T.resized_crop(T.scale(frames("clip1", [1, 8, 10]), 256), box, 224)
     np.testing.assert_array_equal(t2, _load(fx, "train_T2_clip1_after_flip_uint8.npy"))
 
 
@@ -132,10 +175,10 @@ def test_errors_name_the_problem():
         T.center_crop(np.zeros((1, 100, 300, 3), np.uint8), 224)
 
 
-def test_ten_crop_on_device_is_bit_identical_to_the_host(fx):
+def test_ten_crop_on_device_is_bit_identical_to_the_host(fx, frames):
     canvases, sizes, expected = [], [], []
     for clip, idx in (("clip0", [8, 24, 40]), ("clip1", [3, 7, 11]), ("clip2", [2, 5, 8])):
-        scaled = T.scale(_frames(fx, clip, idx), 256)  # 340x256, 455x256, 256x313
+        scaled = T.scale(frames(clip, idx), 256)  # 340x256, 455x256, 256x313
         canvas, hw = T.place_on_canvas(scaled, 456)
         assert canvas.shape == (3, 456, 456, 3) and hw.tolist() == list(scaled.shape[1:3])
         canvases.append(canvas)

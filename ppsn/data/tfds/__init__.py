@@ -1,8 +1,12 @@
-"""TFDS datasets of ppsn (ArrayRecord, no TensorFlow needed): builders and the reading source.
+"""ppsn's datasets as TFDS-readable ArrayRecord files (no TensorFlow needed): what a dataset is
+made of (:mod:`~ppsn.data.tfds.base` and one module per dataset), how a video is encoded
+(:mod:`~ppsn.data.tfds.encode`), the layout and its writer (:mod:`~ppsn.data.tfds.writer`) and
+the reading source (:mod:`~ppsn.data.tfds.source`).
 
-``get_builder(name, config, data_dir)`` returns a builder instance; the classes are not
-registered with TFDS's global registry (TFDS ships its own, TensorFlow-based ``ucf101``).
-``TfdsSource`` reads a prepared split as records for the Grain pipelines.
+``get_dataset(name, config)`` returns a dataset description; ``python -m ppsn.data.prepare``
+writes it; ``TfdsSource`` reads a prepared split as records for the Grain pipelines. The
+datasets are not registered with TFDS's global registry (TFDS ships its own, TensorFlow-based
+``ucf101``).
 """
 
 from __future__ import annotations
@@ -12,13 +16,13 @@ from ppsn.data.tfds.source import TfdsSource
 from ppsn.data.tfds.toy import Toy
 from ppsn.data.tfds.ucf101 import Ucf101
 
-BUILDERS = {"kinetics400": Kinetics400, "ucf101": Ucf101, "toy": Toy}
+DATASETS = {"kinetics400": Kinetics400, "ucf101": Ucf101, "toy": Toy}
 
 
-def get_builder(name: str, config: str = "frames", data_dir: str | None = None, **kwargs):
-    if name not in BUILDERS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(BUILDERS)}")
-    return BUILDERS[name](config=config, data_dir=data_dir, **kwargs)
+def get_dataset(name: str, config: str = "frames", **kwargs):
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    return DATASETS[name](config=config, **kwargs)
 
 
-__all__ = ["BUILDERS", "get_builder", "Kinetics400", "Ucf101", "Toy", "TfdsSource"]
+__all__ = ["DATASETS", "get_dataset", "Kinetics400", "Ucf101", "Toy", "TfdsSource"]

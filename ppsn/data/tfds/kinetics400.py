@@ -27,13 +27,13 @@ import os
 from ppsn.data import decode
 from ppsn.data.labels import read_label_list
 from ppsn.data.lists import find_label_list
-from ppsn.data.tfds.base import Entry, Skipped, VideoDatasetBuilder, entries_from_lists
+from ppsn.data.tfds.base import Entry, Skipped, VideoDataset, entries_from_lists
 
 OFFICIAL = {"train": ("train.csv", ("train", "videos_train")),
             "val": ("validate.csv", ("val", "validate", "videos_val"))}
 
 
-class Kinetics400(VideoDatasetBuilder, skip_registration=True):
+class Kinetics400(VideoDataset):
     __doc__ = __doc__
     name = "kinetics400"
     NUM_CLASSES = 400
@@ -52,7 +52,7 @@ class Kinetics400(VideoDatasetBuilder, skip_registration=True):
     def _split_entries(self, manual_dir):
         if os.path.isdir(os.path.join(manual_dir, "annotations")):
             return self._official_entries(manual_dir)
-        return entries_from_lists(manual_dir, self.builder_config.name, self.NUM_CLASSES,
+        return entries_from_lists(manual_dir, self.config, self.NUM_CLASSES,
                                   self.report)
 
     def _official_entries(self, manual_dir):

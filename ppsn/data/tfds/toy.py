@@ -9,10 +9,10 @@ from __future__ import annotations
 from ppsn.data import toy
 from ppsn.data.labels import read_label_list
 from ppsn.data.lists import find_label_list
-from ppsn.data.tfds.base import VideoDatasetBuilder, entries_from_lists
+from ppsn.data.tfds.base import VideoDataset, entries_from_lists
 
 
-class Toy(VideoDatasetBuilder, skip_registration=True):
+class Toy(VideoDataset):
     __doc__ = __doc__
     name = "toy"
     NUM_CLASSES = len(toy.CLASS_NAMES)
@@ -23,5 +23,5 @@ class Toy(VideoDatasetBuilder, skip_registration=True):
         return read_label_list(path) if path else list(toy.CLASS_NAMES)
 
     def _split_entries(self, manual_dir):
-        return entries_from_lists(manual_dir, self.builder_config.name, self.NUM_CLASSES,
+        return entries_from_lists(manual_dir, self.config, self.NUM_CLASSES,
                                   self.report)

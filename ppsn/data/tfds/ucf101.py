@@ -21,12 +21,12 @@ import os
 
 from ppsn.data.labels import read_label_list
 from ppsn.data.lists import find_label_list
-from ppsn.data.tfds.base import Entry, Skipped, VideoDatasetBuilder, entries_from_lists
+from ppsn.data.tfds.base import Entry, Skipped, VideoDataset, entries_from_lists
 
 SPLIT_LISTS = "ucfTrainTestlist"
 
 
-class Ucf101(VideoDatasetBuilder, skip_registration=True):
+class Ucf101(VideoDataset):
     __doc__ = __doc__
     name = "ucf101"
     NUM_CLASSES = 101
@@ -54,7 +54,7 @@ class Ucf101(VideoDatasetBuilder, skip_registration=True):
     def _split_entries(self, manual_dir):
         if os.path.isdir(os.path.join(manual_dir, SPLIT_LISTS)):
             return self._official_entries(manual_dir)
-        return entries_from_lists(manual_dir, self.builder_config.name, self.NUM_CLASSES,
+        return entries_from_lists(manual_dir, self.config, self.NUM_CLASSES,
                                   self.report)
 
     def _official_entries(self, manual_dir):
