@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import io
 import os
+import re
 from typing import Sequence
 
 import cv2
@@ -59,7 +60,9 @@ def _decode_with_pil(data: bytes, name: str) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as img:
             return np.asarray(img.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DecodeError(name, f"corrupt or unsupported image ({e})") from None
+        # PIL names the in-memory file by its repr ("<_io.BytesIO object at 0x...>"): cut it.
+        why = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(e)).strip() or type(e).__name__
+        raise DecodeError(name, f"corrupt or unsupported image ({why})") from None
 
 
 def _stack(frames: list[np.ndarray], name: str) -> np.ndarray:
@@ -215,16 +218,23 @@ class VideoFile:
 
     def verify(self) -> int:
         """Decode every frame from the start (nothing kept); raises ``DecodeError`` unless all
-        ``num_frames`` frames decode. Returns the frame count."""
+        ``num_frames`` frames decode, all of one size. Returns the frame count."""
+        sizes = set()  # frames of different sizes cannot be stacked into one clip
         try:
             self._seek(self._keyframes[0])
-            count = sum(1 for _ in self._decoder)
+            count = 0
+            for frame in self._decoder:
+                count += 1
+                sizes.add((frame.width, frame.height))
         except Exception as e:
             raise DecodeError(self.name, f"corrupt video ({_why(e)})") from None
         finally:
             self._decoder = None
         if count < self.num_frames:
             raise DecodeError(self.name, f"truncated video: {count} of {self.num_frames} frames decode")
+        if len(sizes) > 1:
+            raise DecodeError(self.name, "frames of different sizes "
+                              + ", ".join(f"{w}x{h}" for w, h in sorted(sizes)))
         return count
 
     def close(self):

@@ -6,7 +6,9 @@
 ``--manual_dir`` holds what you downloaded (see ``--help_dataset`` or the builder docstrings in
 ``ppsn/data/tfds/``); for ``toy`` it is generated there if absent. Prints TFDS's
 progress bars, then a summary (videos written per split, skipped files with reasons) and writes
-the skipped files to ``prepare_report.json`` beside the prepared data.
+the skipped files to ``prepare_report.json`` beside the prepared data. Exit status
+(:mod:`ppsn.cli`): 0 written; 1 written, but some files were skipped; 2 nothing written (one
+line on stderr says why).
 """
 
 from __future__ import annotations
@@ -70,14 +72,17 @@ def main(argv=None) -> int:
     parser.add_argument("--ucf_split", type=int, default=1, help="UCF-101 official split (1-3)")
     args = parser.parse_args(argv)
     extra = {"ucf_split": args.ucf_split} if args.dataset == "ucf101" else {}
+    from ppsn import cli
+
     try:
         builder = prepare(args.dataset, args.manual_dir, args.data_dir, args.config,
                           args.num_workers, **extra)
     except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        print(cli.one_line(e), file=sys.stderr)
+        return cli.USAGE
     print(summary(builder))
-    return 0
+    # ppsn.cli's codes: 1 = written, but some files were skipped (prepare_report.json)
+    return cli.SOME_INPUTS_BAD if builder.report else cli.OK
 
 
 if __name__ == "__main__":
