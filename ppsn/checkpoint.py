@@ -189,12 +189,19 @@ def load_weights(path: str | os.PathLike) -> tuple[dict, dict]:
             variables, meta = load_variables(candidate)
             return variables, {**meta, "path": candidate}
     train_dir = os.path.join(path, TRAIN_DIR)
-    steps = sorted(int(p) for p in os.listdir(train_dir) if p.isdigit()) if os.path.isdir(
-        train_dir) else []
+    steps = saved_steps(path)
     if not steps:
         raise FileNotFoundError(f"{path}: not a ppsn checkpoint (no {META_FILE}, {BEST_DIR}/ "
                                 f"or {TRAIN_DIR}/ with a saved step)")
     return TrainCheckpointer.read_served(train_dir, steps[-1])
+
+
+def saved_steps(workdir: str | os.PathLike) -> list[int]:
+    """The steps of the complete train checkpoints in ``workdir/checkpoints``, oldest first."""
+    train_dir = os.path.join(os.fspath(workdir), TRAIN_DIR)
+    if not os.path.isdir(train_dir):
+        return []
+    return sorted(int(p) for p in os.listdir(train_dir) if p.isdigit())
 
 
 class TrainCheckpointer:

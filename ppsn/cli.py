@@ -71,4 +71,19 @@ def parse_absl_flags(argv):
         return flags.FLAGS(argv)
     except (flags.Error, OSError) as e:  # OSError: a config file that does not load
         print(one_line(e), file=sys.stderr)
-        sys.exit(USAGE)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:  # a --config.FIELD override
+        while e.args and isinstance(e.args[0], BaseException):  # ml_collections wraps a KeyError
+            e = e.args[0]
+        print(one_line(f"--config override: {e.args[0] if e.args else e}"), file=sys.stderr)
+    sys.exit(USAGE)
+
+
+def config_flag(flag_values, name: str = "config"):
+    """The value of an ml_collections config flag; a config file that does not load (ml_collections
+    reports it only when the value is read) is a :class:`UserError`."""
+    try:
+        value = getattr(flag_values, name)
+        value.keys()  # a config that failed to load raises on first use
+        return value
+    except OSError as e:
+        raise UserError(f"--{name}: {e}") from None

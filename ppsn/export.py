@@ -80,29 +80,42 @@ def export_model(config, variables, output: str, platforms=("cpu", "cuda"),
     return meta
 
 
-def main(argv):
+def run(argv) -> int:
     import logging
 
     from absl import flags
 
-    from ppsn.checkpoint import load_weights
+    from ppsn import cli, preflight
 
+    if len(argv) > 1:
+        raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every read at INFO
     FLAGS = flags.FLAGS
-    variables, meta = load_weights(FLAGS.weights)
+    # The weights' depth and classes against the config, before anything is compiled.
+    config = cli.config_flag(FLAGS)
+    variables, meta = preflight.check(config, "export", 1, weights=FLAGS.weights).weights
     what = meta["path"]
     try:
-        meta = export_model(FLAGS.config, variables, FLAGS.output, onnx=FLAGS.onnx)
+        meta = export_model(config, variables, FLAGS.output, onnx=FLAGS.onnx)
     except ImportError as e:
-        raise SystemExit(f"error: {e}") from None
+        raise cli.UserError(str(e)) from None
     print(f"exported {what} to {FLAGS.output} ({', '.join(meta['platforms'])}"
           f"{', onnx' if meta['onnx'] else ''}; "
           f"{meta['views']} views of {meta['target_size']}x{meta['target_size']})")
+    return cli.OK
+
+
+def main(argv):
+    from ppsn import cli
+
+    return cli.run(run, argv)
 
 
 if __name__ == "__main__":
     from absl import app, flags
     from ml_collections import config_flags
+
+    from ppsn import cli
 
     config_flags.DEFINE_config_file("config", None, "ml_collections config file", lock_config=True)
     flags.DEFINE_string("weights", None, "checkpoint directory (converted, best/ or a workdir)")
@@ -110,4 +123,4 @@ if __name__ == "__main__":
     flags.DEFINE_bool("onnx", False, "also write model.onnx for predict's onnxruntime and "
                       "openvino backends (needs pip install 'ppsn[serve]')")
     flags.mark_flags_as_required(["config", "weights"])
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_absl_flags)

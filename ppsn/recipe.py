@@ -39,6 +39,9 @@ def pptsn_config() -> ml_collections.ConfigDict:
         target_size=224,
         num_workers=4,            # Grain worker processes per host (0: decode in the main process)
         generate_toy=False,       # write the embedded toy dataset to data_prefix if absent
+        # Fraction of a list file's lines that may be unusable (bad fields, label out of range)
+        # and skipped: above it a run refuses to start (ppsn.preflight).
+        max_skipped_lines=0.01,
     ))
     c.batch_size = 256            # global: PaddleVideo's 32 per GPU x 8 GPUs
     c.valid_batch_size = 256      # global: 32 per GPU x 8

@@ -20,6 +20,7 @@ in the output directory:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -28,9 +29,8 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from ppsn import checkpoint, parallel
+from ppsn import parallel, preflight
 from ppsn.data import pipeline
-from ppsn.data.labels import read_label_names
 from ppsn.data.transforms import normalize, ten_crop_on_device
 from ppsn.models import chunked_logits
 from ppsn.train import initialize, losses
@@ -59,20 +59,22 @@ def score_fn(model, mesh, spec, views_per_chunk: int = 0):
     return jax.jit(score, in_shardings=(rep, data), out_shardings=rep)
 
 
-def class_names(path: str | None, num_classes: int) -> list[str]:
-    """Names from a label-list file when given, else the class ids."""
-    names = read_label_names(path) if path else {}
-    return [names.get(i, str(i)) for i in range(num_classes)]
-
-
 def run_test(config, weights: str, output_dir: str) -> dict:
+    """Score the config's test list with ``weights``; writes the reports to ``output_dir``.
+
+    Everything the run needs (the list, the label list, the weights' depth and classes against
+    the config, the batch size against the devices) is checked before the first video
+    (:func:`ppsn.preflight.check`)."""
     parallel.initialize_distributed()
     mesh = parallel.make_mesh()
     num_classes = config.model.num_classes
-    source = pipeline.make_source(config.data, "test", num_classes)
+    inputs = preflight.check(config, "test", mesh.devices.size, weights=weights)
+    source = inputs.test
+    skipped = getattr(source, "skipped", [])
+    names = inputs.label_names or [str(i) for i in range(num_classes)]
     spec = pipeline.clip_spec(config.data, "test")
     local = parallel.check_batch_size(config.test_batch_size, mesh)
-    variables, meta = checkpoint.load_weights(weights)
+    variables, meta = inputs.weights
     what = meta["path"]
     model = initialize.build_model(config)
     variables = jax.device_put(variables, parallel.replicated(mesh))
@@ -109,6 +111,9 @@ def run_test(config, weights: str, output_dir: str) -> dict:
     summary = {
         "top1": float(correct1.mean()), "top5": float(correct5.mean()), "count": n,
         "failed": int(failed.sum()), "checkpoint": what,
+        # Lines of the list that could not be parsed: not scored, not in count or Top-1.
+        "skipped_lines": len(skipped), "listed": n + len(skipped),
+        "skipped": [dataclasses.asdict(line) for line in skipped],
         "list": getattr(source, "list_file", repr(source)),
         "list_sha256": source.fingerprint() if hasattr(source, "fingerprint") else None,
         "num_seg": spec.num_seg, "views": spec.views,
@@ -116,10 +121,10 @@ def run_test(config, weights: str, output_dir: str) -> dict:
         "config": json.loads(config.to_json_best_effort()),
     }
     if show:
-        names = class_names(config.data.label_list, num_classes)
         _write_reports(output_dir, video_ids, labels, pred, scores, failed, names, summary)
+    lines = f", {len(skipped)} list lines skipped (not scored)" if skipped else ""
     print(f"Top-1: {summary['top1']:.4f}  Top-5: {summary['top5']:.4f}  ({n} videos, "
-          f"{summary['failed']} failed to decode; reports in {output_dir})")
+          f"{summary['failed']} failed to decode{lines}; reports in {output_dir})")
     return summary
 
 

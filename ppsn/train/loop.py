@@ -19,7 +19,7 @@ from typing import Any
 
 import jax
 
-from ppsn import checkpoint, parallel
+from ppsn import checkpoint, parallel, preflight
 from ppsn.data import pipeline, toy
 from ppsn.train import reporting, steps, tasks, validation
 
@@ -45,6 +45,7 @@ class Run:
     writer: reporting.Writer
     skip_log: str
     val: tuple | None  # (source, spec) when validating
+    skipped_lines: dict = dataclasses.field(default_factory=dict)  # list file -> SkippedLines
 
 
 @dataclasses.dataclass
@@ -73,12 +74,10 @@ def setup(config, workdir: str) -> Run:
         multihost_utils.sync_global_devices("ppsn: data ready")
 
     mesh = parallel.make_mesh()
-    num_classes = config.model.num_classes
-    train_source = pipeline.make_source(config.data, "train", num_classes)
+    inputs = preflight.check(config, "train", mesh.devices.size, workdir=workdir)
+    train_source = inputs.train
     local_batch = parallel.check_batch_size(config.batch_size, mesh)
     steps_per_epoch = len(train_source) // config.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"{train_source!r} has fewer videos than one batch ({config.batch_size})")
     total_steps = config.num_epochs * steps_per_epoch
     if config.max_steps > 0:
         total_steps = min(total_steps, config.max_steps)
@@ -92,15 +91,15 @@ def setup(config, workdir: str) -> Run:
                                       local_batch, config.seed, skip_log=skip_log)
     val = None
     if config.validate:
-        val = (pipeline.make_source(config.data, "valid", num_classes),
-               pipeline.clip_spec(config.data, "valid"))
+        val = (inputs.valid, pipeline.clip_spec(config.data, "valid"))
     return Run(config=config, workdir=workdir, mesh=mesh, task=task, step_cfg=step_cfg,
                train_fn=train_fn,
                eval_fn=eval_fn, num_videos=len(train_source), steps_per_epoch=steps_per_epoch,
                total_steps=total_steps,
                data_iter=pipeline.to_iterator(train_ds, config.data.num_workers),
                ckpt=checkpoint.TrainCheckpointer(workdir, config.keep_checkpoints),
-               writer=reporting.Writer(workdir), skip_log=skip_log, val=val)
+               writer=reporting.Writer(workdir), skip_log=skip_log, val=val,
+               skipped_lines=inputs.skipped_lines())
 
 
 def restore_or_initialize(run: Run):
@@ -125,7 +124,7 @@ def log_progress(run: Run, progress: Progress, done: int) -> None:
     """Fetch the pending metrics, check them, print PaddleVideo's line, write TensorBoard."""
     meter = progress.meter
     m = meter.fetch()
-    elapsed = time.perf_counter() - meter.start
+    elapsed = meter.elapsed()
     n = len(meter.values)
     progress.step_times.append(elapsed / n)
     eta = reporting.eta(progress.step_times, run.total_steps - done)
@@ -142,7 +141,8 @@ def validate_and_keep_best(run: Run, progress: Progress, state, done: int) -> No
     epoch = done // run.steps_per_epoch
     source, spec = run.val
     val = validation.validate(run.eval_fn, state, source, spec, run.config.valid_batch_size,
-                              run.mesh, run.config.data.num_workers)
+                              run.mesh, run.config.data.num_workers,
+                              log_every=run.config.log_interval)
     log.info(f"epoch:[{epoch:3d}/{run.config.num_epochs:<3d}] val loss: {val['loss']:.5f} "
              f"top1: {val['top1']:.5f} top5: {val['top5']:.5f} ({val['count']} videos)")
     run.writer.scalars("val", val, done)
@@ -160,7 +160,16 @@ def save_checkpoint(run: Run, progress: Progress, state, rng, done: int) -> None
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-    """Train (and validate) per ``config``; returns the last validation metrics (or {})."""
+    """Train (and validate) per ``config``; returns the last validation metrics (or {}).
+
+    The log goes to stdout and is appended to ``WORKDIR/train.log``; with several processes
+    only process 0 prints the per-step lines (the others print warnings and errors)."""
+    parallel.initialize_distributed()
+    with reporting.run_logs(workdir, jax.process_index()):
+        return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config, workdir: str) -> dict:
     run = setup(config, workdir)
     state, rng, start = restore_or_initialize(run)
     log.info("training %s: %d videos, %d steps per epoch, %d steps, global batch %d on %d "
@@ -182,10 +191,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
             epoch_end = done % run.steps_per_epoch == 0
             if done % config.log_interval == 0 or epoch_end or done == run.total_steps:
                 log_progress(run, progress, done)
+            # Validation and checkpoints are not step time: the meter leaves them out of the
+            # next line's batch_cost, ips and ETA (the steps' own compute is waited for first).
             if epoch_end and run.val and (done // run.steps_per_epoch) % config.val_interval == 0:
-                validate_and_keep_best(run, progress, state, done)
+                jax.block_until_ready(state)
+                with progress.meter.excluded():
+                    validate_and_keep_best(run, progress, state, done)
             if done % config.checkpoint_every_steps == 0 or done == run.total_steps:
-                save_checkpoint(run, progress, state, rng, done)
+                jax.block_until_ready(state)
+                with progress.meter.excluded():
+                    save_checkpoint(run, progress, state, rng, done)
     finally:
         run.ckpt.wait()
         run.ckpt.close()
@@ -198,6 +213,9 @@ def summarize(run: Run, progress: Progress) -> None:
     entries = pipeline.read_skip_log(run.skip_log)
     log.info("data: %d bad samples replaced during training. %s", progress.replaced,
              pipeline.summarize_skips(entries) if entries else "")
+    for list_file, skipped in run.skipped_lines.items():
+        log.warning("data: %d lines of %s were skipped (not trained or validated on), e.g. %s",
+                    len(skipped), list_file, skipped[0])
     if progress.last_val:
         log.info("best validation top1 %.4f (model in %s)", progress.best_top1,
                  os.path.join(run.workdir, checkpoint.BEST_DIR))

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import logging
 import os
+import sys
 import time
 
 import jax
 import numpy as np
 
 from ppsn import parallel
+from ppsn.cli import UserError
+
+LOG_FILE = "train.log"
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/Inf loss; the checkpoints on disk predate it."""
+class NonFiniteLossError(UserError, RuntimeError):
+    """Training produced a NaN/Inf loss, parameters or learning rate; the checkpoints on disk
+    predate it. The message names what is non-finite."""
 
 
 @dataclasses.dataclass
@@ -26,19 +33,85 @@ class Meter:
     values: list = dataclasses.field(default_factory=list)
     reader: float = 0.0
     start: float = dataclasses.field(default_factory=time.perf_counter)
+    paused: float = 0.0  # time spent in validation and checkpointing since ``start``
+
+    def elapsed(self) -> float:
+        """Step time since ``start``: wall time less what :meth:`excluded` left out."""
+        return time.perf_counter() - self.start - self.paused
+
+    @contextlib.contextmanager
+    def excluded(self):
+        """Time spent inside (validation, checkpointing) is not step time."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.paused += time.perf_counter() - t0
 
     def fetch(self) -> dict:
         """Fetch the pending metrics, check that they are finite, average them."""
         host = [parallel.to_host(m) for m in self.values]
         for i, m in enumerate(host):
-            if not (np.isfinite(m["loss"]) and np.isfinite(m["param_norm"])):
-                raise NonFiniteLossError(
-                    f"non-finite loss {m['loss']} (parameter norm {m['param_norm']}) at step "
-                    f"{self.first_step + i + 1}: stopping; the checkpoints and the best model on "
-                    "disk are from before it")
+            message = non_finite_message(m, self.first_step + i + 1)
+            if message:
+                raise NonFiniteLossError(message)
         out = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
         out["lr"] = float(host[-1]["lr"])
         return out
+
+
+_WHAT = {"loss": "loss", "param_norm": "parameters (their norm)", "lr": "learning rate"}
+
+
+def non_finite_message(m: dict, step: int) -> str | None:
+    """None if every metric of step ``step`` is finite, else what is not (and what still was),
+    e.g. ``non-finite parameters (their norm) nan after step 3; the loss (2.31) was finite``."""
+    bad = [k for k, v in m.items() if not np.isfinite(v)]
+    if not bad:
+        return None
+    what = ", ".join(f"{_WHAT.get(k, k)} {float(m[k])}" for k in bad)
+    fine = [f"the {_WHAT.get(k, k)} ({float(m[k]):.6g})" for k in ("loss", "lr")
+            if k in m and k not in bad]
+    return (f"non-finite {what} after step {step}"
+            + (f"; {' and '.join(fine)} {'was' if len(fine) == 1 else 'were'} finite" if fine else "")
+            + ": stopping; the checkpoints and the best model on disk are from before it "
+            "(lower --config.optim.base_lr, or check the data)")
+
+
+@contextlib.contextmanager
+def run_logs(workdir: str, process_index: int):
+    """During a run, ppsn's log goes to stdout and (process 0) is appended to
+    ``WORKDIR/train.log``; processes other than 0 print only warnings and errors. An error that
+    ends the run is written to ``train.log`` too."""
+    logger = logging.getLogger("ppsn")
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    console = logging.StreamHandler(sys.stdout)
+    console.setLevel(logging.INFO if process_index == 0 else logging.WARNING)
+    handlers = [console]
+    if process_index == 0:
+        os.makedirs(workdir, exist_ok=True)
+        handlers.append(logging.FileHandler(os.path.join(workdir, LOG_FILE), mode="a",
+                                            encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    saved = logger.level, logger.propagate
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # not twice on a terminal (absl's handler writes to stderr)
+    try:
+        yield
+    except BaseException as e:
+        if len(handlers) > 1:  # the file: the run's record says how it ended
+            handlers[1].handle(logger.makeRecord(
+                logger.name, logging.ERROR, __file__, 0, "stopped: %s: %s",
+                (type(e).__name__, e), None))
+        raise
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+            handler.close()
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 def log_line(epoch, num_epochs, step, m, log_parts, batch_cost, reader_cost, ips, eta) -> str:
