@@ -159,8 +159,13 @@ def test_init_from_a_checkpoint_with_another_head(tmp_path):
                                   variables["params"]["backbone"]["conv1_1"]["conv"]["kernel"])
     assert merged["params"]["fc"]["kernel"].shape == (512, 10)  # re-initialized head
     wrong = TSN(depth=34, num_classes=10)
-    with pytest.raises(ValueError, match="does not fit the model's backbone"):
+    with pytest.raises(ValueError, match=r"^k400 holds a ResNet-18-vd; the model is a "
+                                         r"ResNet-34-vd \(--config.model.depth=34\):\n"):
         initialize.merge_loaded(initialize.scratch_variables(wrong, 0), loaded, "k400")
+    del loaded["params"]["backbone"]["conv1_1"]  # same depth, a part missing
+    with pytest.raises(ValueError, match=r"^k400 does not fit the model's backbone \(3 "
+                                         r"differences\):\n  missing params/backbone/conv1_1/bn/"):
+        initialize.merge_loaded(fresh, loaded, "k400")
 
 
 def test_missing_pretrained_path_is_an_error_not_random_weights(tmp_path):
