@@ -1,7 +1,10 @@
-import pytest
 import json
 import subprocess
 import sys
+
+import pytest
+
+from tests.conftest import require_module
 
 
 def _run(*args):
@@ -43,7 +46,7 @@ def test_eval_benchmark_reports_seconds_per_video():
 
 
 def test_predict_benchmark_reports_seconds_per_video():
-    pytest.importorskip("onnxruntime")
+    require_module("onnxruntime")
     out = _run("predict", "--backend", "onnxruntime", "--depth", "18", "--num_seg", "1",
                "--videos", "1")
     assert out["benchmark"] == "predict" and out["views"] == 10 and out["s_per_video"] > 0
