@@ -88,7 +88,7 @@ def test_toy_run_learns_keeps_the_best_model_and_logs(full_toy_dir, tmp_path):
         assert field in log
     assert "Already save the best model (top1 acc)" in log
     variables, meta = checkpoint.load_variables(workdir / "best")
-    assert meta["top1"] > 0.6, meta  # chance is 0.1; the full toy config reaches ~0.98
+    assert meta["top1"] > 0.6, meta  # chance is 0.1; the full toy config (30 epochs) 0.94
     assert os.listdir(workdir / "tensorboard")
     losses = [float(line.split("loss: ")[1].split()[0]) for line in log.splitlines()
               if "train step:" in line]
