@@ -16,6 +16,11 @@ Writes into ``--output``:
   ``target_size``, ``sampling``, ``mean``/``std``, ``num_classes``.
 
 Loading needs neither the model code nor the config: ``jax.export.deserialize`` + numpy.
+
+An existing ``--output`` is refused; ``--force`` replaces it only if it is an earlier export
+(it holds ``inference.json``), written beside it and renamed into place. Exit status
+(:mod:`ppsn.cli`): 0 exported, 2 with one line on stderr (weights that do not fit the config,
+a refused output, a missing ``onnx`` package).
 """
 
 from __future__ import annotations
@@ -32,9 +37,13 @@ from ppsn.serve.artifact import META_FILE, MODEL_FILE, ONNX_FILE, WEIGHTS_FILE
 
 
 def export_model(config, variables, output: str, platforms=("cpu", "cuda"),
-                 onnx: bool = False) -> dict:
+                 onnx: bool = False, force: bool = False) -> dict:
+    """Write the export to ``output``: a new directory, or with ``force`` the replacement of an
+    earlier export (it holds ``inference.json``; nothing else is ever replaced), written beside
+    it and renamed into place, so a failed export leaves the old one as it was."""
     from jax import export
 
+    from ppsn import checkpoint
     from ppsn.data import pipeline
     from ppsn.train import initialize
 
@@ -59,15 +68,6 @@ def export_model(config, variables, output: str, platforms=("cpu", "cuda"),
 
         onnx_model = onnx_graph.build(jax.tree.map(np.asarray, variables), config.model.depth,
                                       spec.views, spec.target_size, spec.target_size, "uint8")
-    os.makedirs(output, exist_ok=True)
-    if onnx_model is not None:
-        onnx_graph.save(onnx_model, os.path.join(output, ONNX_FILE))
-    elif os.path.exists(os.path.join(output, ONNX_FILE)):  # never leave a stale one beside
-        os.remove(os.path.join(output, ONNX_FILE))
-    with open(os.path.join(output, MODEL_FILE), "wb") as f:
-        f.write(exported.serialize())
-    np.savez(os.path.join(output, WEIGHTS_FILE),
-             **{f"w{i:04d}": np.asarray(x, np.float32) for i, x in enumerate(leaves)})
     meta = {"num_seg": spec.num_seg, "views": spec.views, "short_size": spec.short_size,
             "target_size": spec.target_size, "sampling": spec.sampling or "test",
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
@@ -75,8 +75,16 @@ def export_model(config, variables, output: str, platforms=("cpu", "cuda"),
             "input": "uint8 [n, views, target_size, target_size, 3], TenCrop order",
             "platforms": list(exported.platforms),
             "onnx": ONNX_FILE if onnx_model is not None else None}
-    with open(os.path.join(output, META_FILE), "w") as f:
-        json.dump(meta, f, indent=2)
+    with checkpoint.replacing(output, force=force, marker=META_FILE,
+                              kind="ppsn export") as tmp:
+        if onnx_model is not None:
+            onnx_graph.save(onnx_model, os.path.join(tmp, ONNX_FILE))
+        with open(os.path.join(tmp, MODEL_FILE), "wb") as f:
+            f.write(exported.serialize())
+        np.savez(os.path.join(tmp, WEIGHTS_FILE),
+                 **{f"w{i:04d}": np.asarray(x, np.float32) for i, x in enumerate(leaves)})
+        with open(os.path.join(tmp, META_FILE), "w") as f:
+            json.dump(meta, f, indent=2)
     return meta
 
 
@@ -93,10 +101,11 @@ def run(argv) -> int:
     FLAGS = flags.FLAGS
     # The weights' depth and classes against the config, before anything is compiled.
     config = cli.config_flag(FLAGS)
-    variables, meta = preflight.check(config, "export", 1, weights=FLAGS.weights).weights
+    variables, meta = preflight.check(config, "export", 1, weights=FLAGS.weights,
+                                      output=FLAGS.output, force=FLAGS.force).weights
     what = meta["path"]
     try:
-        meta = export_model(config, variables, FLAGS.output, onnx=FLAGS.onnx)
+        meta = export_model(config, variables, FLAGS.output, onnx=FLAGS.onnx, force=FLAGS.force)
     except ImportError as e:
         raise cli.UserError(str(e)) from None
     print(f"exported {what} to {FLAGS.output} ({', '.join(meta['platforms'])}"
@@ -122,5 +131,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("output", "inference/ppTSN", "output directory")
     flags.DEFINE_bool("onnx", False, "also write model.onnx for predict's onnxruntime and "
                       "openvino backends (needs pip install 'ppsn[serve]')")
+    flags.DEFINE_bool("force", False, "replace an existing --output if it is an earlier export "
+                      "(anything else is never replaced)")
     flags.mark_flags_as_required(["config", "weights"])
     app.run(main, flags_parser=cli.parse_absl_flags)

@@ -25,6 +25,8 @@ flags.DEFINE_string("workdir", None, "where checkpoints, logs and the best model
 flags.DEFINE_enum("mode", "train", ["train", "test"], "train (with validation) or test")
 flags.DEFINE_string("weights", None, "test mode: checkpoint directory to evaluate (a converted "
                     "checkpoint, a run's best/ or a training workdir)")
+flags.DEFINE_bool("force", False, "test mode: replace the reports of an earlier test in the "
+                  "output directory (anything else there is never replaced)")
 flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
 
@@ -47,7 +49,7 @@ def run(argv) -> int:
     from ppsn.test_mode import run_test
 
     summary = run_test(config, FLAGS.weights,
-                       FLAGS.workdir or os.path.join(FLAGS.weights, "test"))
+                       FLAGS.workdir or os.path.join(FLAGS.weights, "test"), force=FLAGS.force)
     bad = summary["failed"] + summary["skipped_lines"]
     return cli.SOME_INPUTS_BAD if bad else cli.OK
 

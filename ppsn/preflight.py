@@ -51,10 +51,17 @@ class _Problems(list):
         return ok
 
 
+# What marks an earlier output of test mode / export, the only thing --force replaces.
+OUTPUT_MARKERS = {"test": ("summary.json", "ppsn test report"),
+                  "export": ("inference.json", "ppsn export")}
+
+
 def check(config, mode: str, devices: int, *, workdir: str | None = None,
-          weights: str | None = None) -> Inputs:
+          weights: str | None = None, output: str | None = None, force: bool = False
+          ) -> Inputs:
     """Check everything a ``mode`` run of ``config`` on ``devices`` devices needs; raises one
-    :class:`ConfigError` listing every problem found, else returns what it read."""
+    :class:`ConfigError` listing every problem found, else returns what it read. ``output``
+    (test mode, export) must be new, or with ``force`` an earlier output of that mode."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     problems = _Problems()
@@ -78,6 +85,14 @@ def check(config, mode: str, devices: int, *, workdir: str | None = None,
         _check_init_checkpoints(config, workdir, problems)
     if mode in ("test", "export"):
         inputs.weights = _weights(weights, config, problems)
+        if output:
+            from ppsn import checkpoint
+
+            marker, kind = OUTPUT_MARKERS[mode]
+            try:
+                checkpoint.check_replaceable(output, force=force, marker=marker, kind=kind)
+            except FileExistsError as e:
+                problems.append(str(e))
     if problems:
         raise ConfigError(_summary(problems))
     return inputs

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from ppsn import parallel, preflight
+from ppsn import checkpoint, parallel, preflight
 from ppsn.data import pipeline
 from ppsn.data.transforms import normalize, ten_crop_on_device
 from ppsn.models import chunked_logits
@@ -59,16 +59,19 @@ def score_fn(model, mesh, spec, views_per_chunk: int = 0):
     return jax.jit(score, in_shardings=(rep, data), out_shardings=rep)
 
 
-def run_test(config, weights: str, output_dir: str) -> dict:
+def run_test(config, weights: str, output_dir: str, force: bool = False) -> dict:
     """Score the config's test list with ``weights``; writes the reports to ``output_dir``.
 
     Everything the run needs (the list, the label list, the weights' depth and classes against
-    the config, the batch size against the devices) is checked before the first video
-    (:func:`ppsn.preflight.check`)."""
+    the config, the batch size against the devices, the output directory) is checked before
+    the first video (:func:`ppsn.preflight.check`). ``output_dir`` must be new, or with
+    ``force`` an earlier test report (it holds ``summary.json``); the reports are written
+    beside it and renamed into place at the end, so a failed run leaves the old ones intact."""
     parallel.initialize_distributed()
     mesh = parallel.make_mesh()
     num_classes = config.model.num_classes
-    inputs = preflight.check(config, "test", mesh.devices.size, weights=weights)
+    inputs = preflight.check(config, "test", mesh.devices.size, weights=weights,
+                             output=output_dir, force=force)
     source = inputs.test
     skipped = getattr(source, "skipped", [])
     names = inputs.label_names or [str(i) for i in range(num_classes)]
@@ -80,14 +83,17 @@ def run_test(config, weights: str, output_dir: str) -> dict:
     variables = jax.device_put(variables, parallel.replicated(mesh))
     score = score_fn(model, mesh, spec, config.data.test_views_per_chunk)
 
+    show = jax.process_index() == 0
+    staging = checkpoint.replacement_path(output_dir)  # the reports' home until the end
+    if show:
+        checkpoint.prepare_replacement(output_dir)
+    checkpoint.sync("ppsn:test:output")
     ds = pipeline.eval_dataset(source, spec, local,
-                               skip_log=os.path.join(output_dir, "bad_samples.jsonl"))
+                               skip_log=os.path.join(staging, "bad_samples.jsonl"))
     n = len(source)
     scores = np.full((n, num_classes), np.nan, np.float32)
     failed = np.zeros(n, bool)
     seen = np.zeros(n, np.int32)
-    show = jax.process_index() == 0
-    os.makedirs(output_dir, exist_ok=True)
     for batch in tqdm(pipeline.to_iterator(ds, config.data.num_workers), total=len(ds),
                       desc="test", unit="batch", disable=not show):
         inputs = {k: batch[k] for k in ("frames", "hw") if k in batch}
@@ -121,7 +127,8 @@ def run_test(config, weights: str, output_dir: str) -> dict:
         "config": json.loads(config.to_json_best_effort()),
     }
     if show:
-        _write_reports(output_dir, video_ids, labels, pred, scores, failed, names, summary)
+        _write_reports(staging, video_ids, labels, pred, scores, failed, names, summary)
+        checkpoint.swap_in(output_dir)
     lines = f", {len(skipped)} list lines skipped (not scored)" if skipped else ""
     print(f"Top-1: {summary['top1']:.4f}  Top-5: {summary['top5']:.4f}  ({n} videos, "
           f"{summary['failed']} failed to decode{lines}; reports in {output_dir})")

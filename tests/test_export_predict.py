@@ -211,3 +211,37 @@ def test_serving_runs_without_jax_or_flax(exported, toy_dir):
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "views 20 scores (1, 10)" in done.stdout and "top-1 class:" in done.stdout
+
+
+def test_export_replaces_only_an_earlier_export_and_atomically(tmp_path):
+    """An existing --output is refused; --force replaces an earlier export (no stale files
+    left: the new one is written beside it and renamed into place), never anything else."""
+    from ppsn.export import export_model
+    from ppsn.recipe import toy_config
+
+    config = toy_config()
+    config.data.test_num_seg, config.data.short_size, config.data.target_size = 1, 40, 32
+    variables = jax.tree.map(np.asarray, initialize.scratch_variables(TSN(18, 10), seed=0))
+    out = tmp_path / "inference"
+    export_model(config, variables, str(out), platforms=("cpu",), onnx=True)
+    assert (out / "model.onnx").exists()
+    with pytest.raises(FileExistsError, match="already exists"):
+        export_model(config, variables, str(out), platforms=("cpu",))
+    export_model(config, variables, str(out), platforms=("cpu",), force=True)
+    assert sorted(p.name for p in out.iterdir()) == ["inference.json", "model.jax", "weights.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inference"]  # no sibling left
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    with pytest.raises(FileExistsError, match="is not a ppsn export"):
+        export_model(config, variables, str(mine), platforms=("cpu",), force=True)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    checkpoint.save_variables(tmp_path / "weights", variables, {"depth": 18, "num_classes": 10})
+    done = subprocess.run(
+        [sys.executable, "-m", "ppsn.export", "--config=configs/pptsn_toy.py",
+         f"--weights={tmp_path / 'weights'}", f"--output={mine}", "--force", *FLAGS],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == (
+        f"error: {mine}: is not a ppsn export (no inference.json); refusing to replace it even "
+        "with --force (remove it or pick another output)")

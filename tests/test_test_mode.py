@@ -144,3 +144,28 @@ def test_skipped_list_lines_are_counted_in_the_top1_line_and_the_summary(toy_dir
     assert (summary["count"], summary["skipped_lines"], summary["listed"]) == (4, 1, 5)
     assert summary["skipped"][0]["line_number"] == 5
     assert "label is not an integer" in summary["skipped"][0]["reason"]
+
+
+def test_reports_replace_only_earlier_reports(toy_dir, weights, tmp_path):
+    """A second test into the same directory needs --force and replaces only a test report."""
+    out = tmp_path / "out"
+    cmd = _cmd(toy_dir, weights, out, 4)
+    first = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (out / "stale.txt").write_text("from an earlier run")
+    again = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 2 and again.stderr.strip().splitlines()[-1] == (
+        f"error: {out}: already exists (pass force=True / --force to replace it)")
+    forced = subprocess.run(cmd + ["--force"], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert not (out / "stale.txt").exists() and (out / "summary.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no sibling left
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    refused = subprocess.run(_cmd(toy_dir, weights, mine, 4) + ["--force"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "is not a ppsn test report (no summary.json)" in \
+        refused.stderr
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
