@@ -3,7 +3,7 @@
     python -m ppsn.main --config=configs/pptsn_toy.py --workdir=output/toy          # the teacher
     python -m ppsn.main --config=configs/pptsn_toy_distill.py --workdir=output/toy_kd
 
-The student (ResNet-18-vd from scratch, like the teacher) trains for 10 epochs instead of 40;
+The student (ResNet-18-vd from scratch, like the teacher) trains for 10 epochs instead of 30;
 ``--config.distill.mode=dml`` trains student and teacher together instead.
 """
 

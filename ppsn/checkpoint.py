@@ -15,6 +15,7 @@ these.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -32,6 +33,11 @@ def _is_primary() -> bool:
     import jax
 
     return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+    """Wait for every JAX process (nothing to wait for with one)."""
+    _sync(name)
 
 
 def _sync(name: str) -> None:
@@ -61,21 +67,54 @@ def _remove_tree(path: str) -> None:
         shutil.rmtree(path)
 
 
-def check_replaceable(directory: str | os.PathLike, *, force: bool) -> None:
-    """Raise ``FileExistsError`` (one line naming ``directory``) unless a checkpoint may be
-    written there: it must not exist, or, with ``force``, be an empty directory or a ppsn
-    variables checkpoint (it holds ``ppsn.json``). Anything else is never replaced."""
+def check_replaceable(directory: str | os.PathLike, *, force: bool, marker: str = META_FILE,
+                      kind: str = "ppsn checkpoint") -> None:
+    """Raise ``FileExistsError`` (one line naming ``directory``) unless an output of ``kind``
+    may be written there: it must not exist, or, with ``force``, be an empty directory or an
+    earlier output of the same kind (it holds ``marker``: ``ppsn.json`` for a checkpoint).
+    Anything else is never replaced. Used for checkpoints, exports and test reports."""
     directory = _abspath(directory)
     if not os.path.lexists(directory):
         return
     if not force:
         raise FileExistsError(f"{directory}: already exists (pass force=True / --force to replace it)")
     if not os.path.isdir(directory) or os.path.islink(directory):
-        raise FileExistsError(f"{directory}: is not a directory, so not a ppsn checkpoint; "
+        raise FileExistsError(f"{directory}: is not a directory, so not a {kind}; "
                               "refusing to replace it even with --force")
-    if os.listdir(directory) and not os.path.isfile(os.path.join(directory, META_FILE)):
-        raise FileExistsError(f"{directory}: is not a ppsn checkpoint (no {META_FILE}); refusing "
+    if os.listdir(directory) and not os.path.isfile(os.path.join(directory, marker)):
+        raise FileExistsError(f"{directory}: is not a {kind} (no {marker}); refusing "
                               "to replace it even with --force (remove it or pick another output)")
+
+
+def replacement_path(directory: str | os.PathLike) -> str:
+    """Where the new version of an output directory is written before :func:`swap_in`."""
+    return _siblings(_abspath(directory))[0]
+
+
+def prepare_replacement(directory: str | os.PathLike) -> str:
+    """Clear what a crashed save left and create the empty temporary sibling of ``directory``
+    (:func:`replacement_path`); returns it."""
+    return _prepare(_abspath(directory))
+
+
+def swap_in(directory: str | os.PathLike) -> None:
+    """Put the written temporary sibling in place of ``directory`` (see :func:`_swap_in`)."""
+    _swap_in(_abspath(directory))
+
+
+@contextlib.contextmanager
+def replacing(directory: str | os.PathLike, *, force: bool, marker: str, kind: str):
+    """Write a new output directory atomically (one process): checks
+    :func:`check_replaceable`, yields the temporary sibling to write into, and on success
+    renames it into place; on failure it is removed and the old output stays as it was."""
+    check_replaceable(directory, force=force, marker=marker, kind=kind)
+    tmp = prepare_replacement(directory)
+    try:
+        yield tmp
+    except BaseException:
+        _remove_tree(tmp)
+        raise
+    swap_in(directory)
 
 
 def _prepare(directory: str) -> str:
@@ -189,12 +228,19 @@ def load_weights(path: str | os.PathLike) -> tuple[dict, dict]:
             variables, meta = load_variables(candidate)
             return variables, {**meta, "path": candidate}
     train_dir = os.path.join(path, TRAIN_DIR)
-    steps = sorted(int(p) for p in os.listdir(train_dir) if p.isdigit()) if os.path.isdir(
-        train_dir) else []
+    steps = saved_steps(path)
     if not steps:
         raise FileNotFoundError(f"{path}: not a ppsn checkpoint (no {META_FILE}, {BEST_DIR}/ "
                                 f"or {TRAIN_DIR}/ with a saved step)")
     return TrainCheckpointer.read_served(train_dir, steps[-1])
+
+
+def saved_steps(workdir: str | os.PathLike) -> list[int]:
+    """The steps of the complete train checkpoints in ``workdir/checkpoints``, oldest first."""
+    train_dir = os.path.join(os.fspath(workdir), TRAIN_DIR)
+    if not os.path.isdir(train_dir):
+        return []
+    return sorted(int(p) for p in os.listdir(train_dir) if p.isdigit())
 
 
 class TrainCheckpointer:

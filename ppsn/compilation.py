@@ -26,6 +26,13 @@ _BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"  # compiles and 
 _CACHE_HIT = "/jax/compilation_cache/cache_hits"
 
 
+def user_cache_dir() -> str:
+    """The cache of runs without a workdir (test mode): ``$XDG_CACHE_HOME/ppsn/compilation_cache``
+    (``~/.cache/...``), never inside an output that is replaced as a whole."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "ppsn", CACHE_DIR)
+
+
 def use_persistent_cache(value: str, workdir: str) -> str | None:
     """Points JAX's persistent compilation cache at ``value`` (or ``WORKDIR/compilation_cache``);
     returns the directory, or ``None`` when ``value`` is ``'none'``."""

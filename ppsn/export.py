@@ -19,6 +19,11 @@ Writes into ``--output``:
   ``target_size``, ``sampling``, ``mean``/``std``, ``num_classes``.
 
 Loading needs neither the model code nor the config: ``jax.export.deserialize`` + numpy.
+
+An existing ``--output`` is refused; ``--force`` replaces it only if it is an earlier export
+(it holds ``inference.json``), written beside it and renamed into place. Exit status
+(:mod:`ppsn.cli`): 0 exported, 2 with one line on stderr (weights that do not fit the config,
+a refused output, a missing ``onnx`` package).
 """
 
 from __future__ import annotations
@@ -71,8 +76,11 @@ def lower(fn, args, platforms):
 
 
 def export_model(config, variables, output: str, platforms=PLATFORMS,
-                 onnx: bool = False) -> dict:
-    from ppsn import backend
+                 onnx: bool = False, force: bool = False) -> dict:
+    """Write the export to ``output``: a new directory, or with ``force`` the replacement of an
+    earlier export (it holds ``inference.json``; nothing else is ever replaced), written beside
+    it and renamed into place, so a failed export leaves the old one as it was."""
+    from ppsn import backend, checkpoint
     from ppsn.data import pipeline
     from ppsn.models import TSN
 
@@ -111,15 +119,6 @@ def export_model(config, variables, output: str, platforms=PLATFORMS,
 
         onnx_model = onnx_graph.build(jax.tree.map(np.asarray, variables), config.model.depth,
                                       spec.views, spec.target_size, spec.target_size, "uint8")
-    os.makedirs(output, exist_ok=True)
-    if onnx_model is not None:
-        onnx_graph.save(onnx_model, os.path.join(output, ONNX_FILE))
-    elif os.path.exists(os.path.join(output, ONNX_FILE)):  # never leave a stale one beside
-        os.remove(os.path.join(output, ONNX_FILE))
-    with open(os.path.join(output, MODEL_FILE), "wb") as f:
-        f.write(exported.serialize())
-    np.savez(os.path.join(output, WEIGHTS_FILE),
-             **{f"w{i:04d}": np.asarray(x, np.float32) for i, x in enumerate(leaves)})
     meta = {"num_seg": spec.num_seg, "views": spec.views, "short_size": spec.short_size,
             "target_size": spec.target_size, "sampling": spec.sampling or "test",
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
@@ -128,35 +127,57 @@ def export_model(config, variables, output: str, platforms=PLATFORMS,
             "platforms": list(exported.platforms),
             "conv_impl": {p: impls[p] for p in exported.platforms},
             "onnx": ONNX_FILE if onnx_model is not None else None}
-    with open(os.path.join(output, META_FILE), "w") as f:
-        json.dump(meta, f, indent=2)
+    with checkpoint.replacing(output, force=force, marker=META_FILE,
+                              kind="ppsn export") as tmp:
+        if onnx_model is not None:
+            onnx_graph.save(onnx_model, os.path.join(tmp, ONNX_FILE))
+        with open(os.path.join(tmp, MODEL_FILE), "wb") as f:
+            f.write(exported.serialize())
+        np.savez(os.path.join(tmp, WEIGHTS_FILE),
+                 **{f"w{i:04d}": np.asarray(x, np.float32) for i, x in enumerate(leaves)})
+        with open(os.path.join(tmp, META_FILE), "w") as f:
+            json.dump(meta, f, indent=2)
     return meta
 
 
-def main(argv):
+def run(argv) -> int:
     import logging
 
     from absl import flags
 
-    from ppsn.checkpoint import load_weights
+    from ppsn import cli, preflight
 
+    if len(argv) > 1:
+        raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every read at INFO
     FLAGS = flags.FLAGS
-    variables, meta = load_weights(FLAGS.weights)
+    # The weights' depth and classes against the config, before anything is compiled.
+    config = cli.config_flag(FLAGS)
+    variables, meta = preflight.check(config, "export", 1, weights=FLAGS.weights,
+                                      output=FLAGS.output, force=FLAGS.force).weights
     what = meta["path"]
     try:
-        meta = export_model(FLAGS.config, variables, FLAGS.output, FLAGS.platforms,
-                            onnx=FLAGS.onnx)
+        meta = export_model(config, variables, FLAGS.output, FLAGS.platforms,
+                            onnx=FLAGS.onnx, force=FLAGS.force)
     except (ImportError, LoweringError) as e:
-        raise SystemExit(f"error: {e}") from None
+        raise cli.UserError(str(e)) from None
     print(f"exported {what} to {FLAGS.output} ({', '.join(meta['platforms'])}"
           f"{', onnx' if meta['onnx'] else ''}; "
           f"{meta['views']} views of {meta['target_size']}x{meta['target_size']})")
+    return cli.OK
+
+
+def main(argv):
+    from ppsn import cli
+
+    return cli.run(run, argv)
 
 
 if __name__ == "__main__":
     from absl import app, flags
     from ml_collections import config_flags
+
+    from ppsn import cli
 
     config_flags.DEFINE_config_file("config", None, "ml_collections config file", lock_config=True)
     flags.DEFINE_string("weights", None, "checkpoint directory (converted, best/ or a workdir)")
@@ -165,5 +186,7 @@ if __name__ == "__main__":
                       f"(among {', '.join(BACKEND_OF)}); one that fails is an error")
     flags.DEFINE_bool("onnx", False, "also write model.onnx for predict's onnxruntime and "
                       "openvino backends (needs pip install 'ppsn[serve]')")
+    flags.DEFINE_bool("force", False, "replace an existing --output if it is an earlier export "
+                      "(anything else is never replaced)")
     flags.mark_flags_as_required(["config", "weights"])
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_absl_flags)

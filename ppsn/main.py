@@ -6,6 +6,10 @@
 Any config field can be overridden: ``--config.batch_size=64 --config.amp=True``. Training
 validates during training by default (``--config.validate=False`` turns it off), resumes from
 ``--workdir`` automatically, and keeps the best model in ``WORKDIR/best``.
+
+Exit codes (:mod:`ppsn.cli`): 0 done; 1 test mode scored some videos -1 (undecodable) or
+skipped list lines; 2 a usage or config error (one line on stderr, found before the first step
+or video by :mod:`ppsn.preflight`).
 """
 
 import logging
@@ -14,34 +18,45 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
+from ppsn import cli
+
 config_flags.DEFINE_config_file("config", None, "ml_collections config file", lock_config=True)
 flags.DEFINE_string("workdir", None, "where checkpoints, logs and the best model go")
 flags.DEFINE_enum("mode", "train", ["train", "test"], "train (with validation) or test")
 flags.DEFINE_string("weights", None, "test mode: checkpoint directory to evaluate (a converted "
                     "checkpoint, a run's best/ or a training workdir)")
+flags.DEFINE_bool("force", False, "test mode: replace the reports of an earlier test in the "
+                  "output directory (anything else there is never replaced)")
 flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
 
 
-def main(argv):
+def run(argv) -> int:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save step at INFO
+    config = cli.config_flag(FLAGS)
     if FLAGS.mode == "train":
         if not FLAGS.workdir:
-            raise app.UsageError("--workdir is required for training")
+            raise cli.UserError("--workdir is required for training")
         from ppsn.train.loop import train_and_evaluate
 
-        train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    else:
-        if not FLAGS.weights:
-            raise app.UsageError("--weights is required for --mode=test")
-        from ppsn.test_mode import run_test
+        train_and_evaluate(config, FLAGS.workdir)
+        return cli.OK
+    if not FLAGS.weights:
+        raise cli.UserError("--weights is required for --mode=test")
+    from ppsn.test_mode import run_test
 
-        run_test(FLAGS.config, FLAGS.weights,
-                 FLAGS.workdir or os.path.join(FLAGS.weights, "test"))
+    summary = run_test(config, FLAGS.weights,
+                       FLAGS.workdir or os.path.join(FLAGS.weights, "test"), force=FLAGS.force)
+    bad = summary["failed"] + summary["skipped_lines"]
+    return cli.SOME_INPUTS_BAD if bad else cli.OK
+
+
+def main(argv):
+    return cli.run(run, argv)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_absl_flags)

@@ -9,8 +9,10 @@ order). Each video is decoded with PyAV, sampled and TenCropped exactly as the t
 and scored by the exported artifact through ``--backend`` (XLA by default; ONNX Runtime and
 OpenVINO for fast CPU serving, OpenVINO also in bf16); the model code and config are not
 needed. A file that is
-missing, unreadable or corrupt gets a one-line error and the others still run (exit status 1 if
-any failed).
+missing, unreadable or corrupt, or a directory without video files, gets a one-line error and
+the others still run. Exit status (:mod:`ppsn.cli`): 0 every video classified; 1 some inputs
+failed, the others were classified; 2 nothing was classified (a usage error, a model or label
+list that cannot be used, or inputs holding no video at all).
 """
 
 from __future__ import annotations
@@ -21,17 +23,23 @@ import sys
 
 import numpy as np
 
+from ppsn import cli
 from ppsn.data.decode import VIDEO_EXTENSIONS
 from ppsn.serve.predictor import Predictor
 
+
 def _inputs(paths):
+    """The video files the ``--input_file`` values name; a directory without video files is
+    yielded as ``(path, None)``."""
     for path in paths:
         if os.path.isdir(path):
-            for name in sorted(os.listdir(path)):
-                if name.lower().endswith(VIDEO_EXTENSIONS):
-                    yield os.path.join(path, name)
+            names = [n for n in sorted(os.listdir(path)) if n.lower().endswith(VIDEO_EXTENSIONS)]
+            if not names:
+                yield path, None
+            for name in names:
+                yield os.path.join(path, name), name
         else:
-            yield path
+            yield path, path
 
 
 def main(argv=None) -> int:
@@ -58,25 +66,37 @@ def main(argv=None) -> int:
     except FileNotFoundError as e:
         print(f"error: {args.model_dir}: not an exported model ({e.strerror}: {e.filename})",
               file=sys.stderr)
-        return 2
+        return cli.USAGE
     except (MissingRuntime, BackendError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        print(cli.one_line(e), file=sys.stderr)
+        return cli.USAGE
     from ppsn.data.labels import read_label_names
 
+    num_classes = predictor.meta["num_classes"]
     try:
         names = read_label_names(args.label_list) if args.label_list else {}
     except (OSError, ValueError) as e:
-        print(f"error: label list: {e}", file=sys.stderr)
-        return 2
-    failures = 0
-    for path in _inputs(args.input_file):
+        print(cli.one_line(f"--label_list: {e}"), file=sys.stderr)
+        return cli.USAGE
+    missing = [i for i in range(num_classes) if i not in names]
+    if args.label_list and missing:
+        print(f"error: --label_list={args.label_list} names {len(names)} classes; the model has "
+              f"{num_classes} (no name for id {missing[0]})", file=sys.stderr)
+        return cli.USAGE
+    failures = done = 0
+    for path, name in _inputs(args.input_file):
+        if name is None:
+            print(f"error: {path}: no video files in this directory (extensions "
+                  f"{' '.join(VIDEO_EXTENSIONS)})", file=sys.stderr)
+            failures += 1
+            continue
         try:
             clip = predictor.clip(path)
         except DecodeError as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(cli.one_line(e), file=sys.stderr)
             failures += 1
             continue
+        done += 1
         scores = predictor.scores(clip[None])[0]
         order = np.argsort(-scores)[: max(1, args.top_k)]
         print(f"Current video file: {path}")
@@ -85,7 +105,10 @@ def main(argv=None) -> int:
             if int(c) in names:
                 print(f"\ttop-{rank} class name: {names[int(c)]}")
             print(f"\ttop-{rank} score: {float(scores[c])}")
-    return 1 if failures else 0
+    if not done:
+        print(f"error: nothing classified ({failures} inputs failed)", file=sys.stderr)
+        return cli.USAGE
+    return cli.SOME_INPUTS_BAD if failures else cli.OK
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ Outputs, beside each other in the output directory:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -33,9 +34,8 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from ppsn import backend, checkpoint, compilation, parallel
+from ppsn import backend, checkpoint, compilation, parallel, preflight
 from ppsn.data import pipeline
-from ppsn.data.labels import read_label_names
 from ppsn.data.transforms import normalize, ten_crop_on_device
 from ppsn.models import chunked_logits
 from ppsn.train import initialize, losses
@@ -68,24 +68,30 @@ def score_fn(model, mesh, spec, views_per_chunk: int = 0):
     return jax.jit(score, in_shardings=(rep, data), out_shardings=rep)
 
 
-def class_names(path: str | None, num_classes: int) -> list[str]:
-    """Names from a label-list file when given, else the class ids."""
-    names = read_label_names(path) if path else {}
-    return [names.get(i, str(i)) for i in range(num_classes)]
+def run_test(config, weights: str, output_dir: str, force: bool = False) -> dict:
+    """Score the config's test list with ``weights``; writes the reports to ``output_dir``.
 
-
-def run_test(config, weights: str, output_dir: str) -> dict:
+    Everything the run needs (the list, the label list, the weights' depth and classes against
+    the config, the batch size against the devices, the output directory) is checked before
+    the first video (:func:`ppsn.preflight.check`). ``output_dir`` must be new, or with
+    ``force`` an earlier test report (it holds ``summary.json``); the reports are written
+    beside it and renamed into place at the end, so a failed run leaves the old ones intact."""
     with compilation.CompileCounter() as compiles:
-        summary = _run_test(config, weights, output_dir, compiles)
+        summary = _run_test(config, weights, output_dir, force, compiles)
     return summary
 
 
-def _run_test(config, weights, output_dir, compiles) -> dict:
+def _run_test(config, weights, output_dir, force, compiles) -> dict:
     parallel.initialize_distributed()
-    compilation.use_persistent_cache(config.compilation_cache_dir, output_dir)
+    compilation.use_persistent_cache(
+        config.compilation_cache_dir or compilation.user_cache_dir(), output_dir)
     mesh = parallel.make_mesh()
     num_classes = config.model.num_classes
-    source = pipeline.make_source(config.data, "test", num_classes)
+    inputs = preflight.check(config, "test", mesh.devices.size, weights=weights,
+                             output=output_dir, force=force)
+    source = inputs.test
+    skipped = getattr(source, "skipped", [])
+    names = inputs.label_names or [str(i) for i in range(num_classes)]
     spec = pipeline.clip_spec(config.data, "test")
     per_device = config.test_batch_per_device
     local = parallel.check_batch_size(per_device * mesh.devices.size, mesh)
@@ -95,13 +101,18 @@ def _run_test(config, weights, output_dir, compiles) -> dict:
              "%s per model call", parallel.describe(mesh), jax.numpy.dtype(model.dtype).name,
              model.conv_impl, per_device, per_device * mesh.devices.size,
              f"{views_per_call} views" if views_per_call else "all views of the batch")
-    variables, meta = checkpoint.load_weights(weights)
+    variables, meta = inputs.weights
     what = meta["path"]
     variables = jax.device_put(variables, parallel.replicated(mesh))
     score = score_fn(model, mesh, spec, views_per_call)
 
+    show = jax.process_index() == 0
+    staging = checkpoint.replacement_path(output_dir)  # the reports' home until the end
+    if show:
+        checkpoint.prepare_replacement(output_dir)
+    checkpoint.sync("ppsn:test:output")
     ds = pipeline.eval_dataset(source, spec, local,
-                               skip_log=os.path.join(output_dir, "bad_samples.jsonl"))
+                               skip_log=os.path.join(staging, "bad_samples.jsonl"))
     n = len(source)
     scores = np.full((n, num_classes), np.nan, np.float32)
     labels = np.full(n, -1, np.int64)
@@ -119,13 +130,11 @@ def _run_test(config, weights, output_dir, compiles) -> dict:
                 scores[i] = out["scores"][row]
             failed[i] |= bool(out["failed"][row])
 
-    show = jax.process_index() == 0
-    os.makedirs(output_dir, exist_ok=True)
     previous = None
     batches = pipeline.to_iterator(ds, pipeline.loader_settings(config.data))
     for batch in tqdm(batches, total=len(ds), desc="test", unit="batch", disable=not show):
-        inputs = {k: batch[k] for k in ("frames", "hw", *ROW_KEYS) if k in batch}
-        out = score(variables, parallel.to_global(inputs, mesh))  # dispatched, not waited on
+        feed = {k: batch[k] for k in ("frames", "hw", *ROW_KEYS) if k in batch}
+        out = score(variables, parallel.to_global(feed, mesh))  # dispatched, not waited on
         video_ids.update((int(i), str(v)) for i, v in zip(batch["index"], batch["video_id"])
                          if i >= 0)
         if previous is not None:
@@ -143,6 +152,9 @@ def _run_test(config, weights, output_dir, compiles) -> dict:
     summary = {
         "top1": float(correct1.mean()), "top5": float(correct5.mean()), "count": n,
         "failed": int(failed.sum()), "checkpoint": what,
+        # Lines of the list that could not be parsed: not scored, not in count or Top-1.
+        "skipped_lines": len(skipped), "listed": n + len(skipped),
+        "skipped": [dataclasses.asdict(line) for line in skipped],
         "list": getattr(source, "list_file", repr(source)),
         "list_sha256": source.fingerprint() if hasattr(source, "fingerprint") else None,
         "num_seg": spec.num_seg, "views": spec.views,
@@ -153,11 +165,12 @@ def _run_test(config, weights, output_dir, compiles) -> dict:
         "config": json.loads(config.to_json_best_effort()),
     }
     if show:
-        names = class_names(config.data.label_list, num_classes)
-        _write_reports(output_dir, video_ids, labels, pred, scores, failed, names, summary)
+        _write_reports(staging, video_ids, labels, pred, scores, failed, names, summary)
+        checkpoint.swap_in(output_dir)
     log.info(compiles.summary())
+    lines = f", {len(skipped)} list lines skipped (not scored)" if skipped else ""
     print(f"Top-1: {summary['top1']:.4f}  Top-5: {summary['top5']:.4f}  ({n} videos, "
-          f"{summary['failed']} failed to decode; reports in {output_dir})")
+          f"{summary['failed']} failed to decode{lines}; reports in {output_dir})")
     return summary
 
 

@@ -15,15 +15,48 @@ def shared_fixtures_dir() -> pathlib.Path:
     return pathlib.Path(env) if env else REPO_ROOT.parent / "shared" / "fixtures"
 
 
+def _in_ci() -> bool:
+    """CI (``.ci/run``) sets PPSN_REQUIRE_FIXTURES=1: there a missing fixture or runtime fails."""
+    return os.environ.get("PPSN_REQUIRE_FIXTURES") == "1"
+
+
 def require_fixture(relpath: str) -> pathlib.Path:
     """Path of a fixture file; skips (or, with PPSN_REQUIRE_FIXTURES=1 as in CI, fails) if absent."""
     path = shared_fixtures_dir() / relpath
     if not path.exists():
         msg = f"PaddleVideo fixture {path} not found (set PPSN_FIXTURES to the fixtures folder)"
-        if os.environ.get("PPSN_REQUIRE_FIXTURES") == "1":
+        if _in_ci():
             pytest.fail(msg)
         pytest.skip(msg)
     return path
+
+
+def require_module(name: str):
+    """``pytest.importorskip`` that fails instead under CI (PPSN_REQUIRE_FIXTURES=1), where
+    ``pip install -e ".[test]"`` installs every runtime the tests use."""
+    try:
+        return __import__(name)
+    except ImportError as e:
+        msg = f"{name} is not installed ({e}); pip install -e '.[test]'"
+        if _in_ci():
+            pytest.fail(msg)
+        pytest.skip(msg, allow_module_level=True)
+
+
+def skip_unless_cpu_bf16() -> None:
+    """Skip a bf16 serving test on a CPU without bf16 instructions (AVX512-BF16 or AMX, read
+    from /proc/cpuinfo; elsewhere OpenVINO's own report), saying so in the skip reason. On a
+    CPU that has them the test runs, so a backend that refuses bf16 there fails it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            has_bf16 = bool(set(f.read().split()) & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        import openvino
+
+        has_bf16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if not has_bf16:
+        pytest.skip("bf16 not tested: this CPU has no AVX512-BF16 or AMX (OpenVINO bf16 is "
+                    "refused on it by design)")
 
 
 @pytest.fixture(scope="session")

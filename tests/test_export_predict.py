@@ -14,7 +14,7 @@ from ppsn.data.transforms import normalize
 from ppsn.models import TSN
 from ppsn.serve.predictor import Predictor
 from ppsn.train import initialize
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, require_module, skip_unless_cpu_bf16
 
 FLAGS = ["--config.data.test_num_seg=2", "--config.data.short_size=40",
          "--config.data.target_size=32"]
@@ -71,12 +71,55 @@ def test_predict_cli_on_files_and_directories_with_bad_files(exported, toy_dir, 
     assert "notes.txt" not in done.stdout + done.stderr
 
 
+def test_predict_with_nothing_to_classify_or_a_short_label_list_exits_2(exported, toy_dir,
+                                                                       tmp_path):
+    model_dir, _ = exported
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no videos here")
+    done = subprocess.run(
+        [sys.executable, "-m", "ppsn.predict", f"--input_file={empty}", f"--model_dir={model_dir}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr.splitlines() == [
+        f"error: {empty}: no video files in this directory (extensions "
+        ".mp4 .avi .webm .mkv .mov .flv .m4v .mpg .mpeg)",
+        "error: nothing classified (1 inputs failed)"]
+
+    (tmp_path / "labels.txt").write_text("0 warm_circle\n1 warm_square\n")
+    video = toy_dir / "videos" / "test_cool_ring_000.mp4"
+    done = subprocess.run(
+        [sys.executable, "-m", "ppsn.predict", f"--input_file={video}", f"--model_dir={model_dir}",
+         f"--label_list={tmp_path / 'labels.txt'}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (f"error: --label_list={tmp_path / 'labels.txt'} names 2 classes; the "
+                           "model has 10 (no name for id 2)\n")
+
+
+def test_export_refuses_weights_that_do_not_fit_the_config(tmp_path):
+    """Checked before anything is compiled or written: one line, exit 2."""
+    variables = jax.tree.map(np.asarray, initialize.scratch_variables(TSN(18, 7), seed=0))
+    checkpoint.save_variables(tmp_path / "seven", variables, {"depth": 18, "num_classes": 7})
+    done = subprocess.run(
+        [sys.executable, "-m", "ppsn.export", "--config=configs/pptsn_toy.py",
+         f"--weights={tmp_path / 'seven'}", f"--output={tmp_path / 'inference'}", *FLAGS],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: --weights={tmp_path / 'seven'}: {tmp_path / 'seven'} has 7 classes; the config "
+        "has 10 (--config.model.num_classes=7, or other weights)")
+    assert not (tmp_path / "inference").exists()
+
+
 BACKENDS = [("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")]
 
 
 @pytest.mark.parametrize("backend,precision", BACKENDS)
 def test_predict_backends_match_xla_on_a_real_video(exported, toy_dir, backend, precision):
-    pytest.importorskip(backend)
+    require_module(backend)
+    if precision == "bf16":
+        skip_unless_cpu_bf16()
     model_dir, _ = exported
     assert (model_dir / "model.onnx").exists()
     video = str(toy_dir / "videos" / "test_cool_ring_000.mp4")
@@ -84,12 +127,7 @@ def test_predict_backends_match_xla_on_a_real_video(exported, toy_dir, backend, 
     clip = xla.clip(video)
     batch = np.stack([clip, clip[::-1]])
     expected = xla.scores(batch)
-    try:
-        other = Predictor(str(model_dir), backend, precision)
-    except Exception as e:  # bf16 on a CPU without AVX512-BF16/AMX is refused, by design
-        if precision == "bf16" and "no bf16 support" in str(e):
-            pytest.skip(str(e))
-        raise
+    other = Predictor(str(model_dir), backend, precision)  # a CPU with bf16: must not refuse
     got = other.scores(batch)
     assert got.shape == expected.shape and got.dtype == np.float32
     # fp32: the same numbers; bf16: close probabilities (random weights: flat scores)
@@ -166,7 +204,7 @@ sys.exit(code)
 
 
 def test_serving_runs_without_jax_or_flax(exported, toy_dir):
-    pytest.importorskip("onnxruntime")
+    require_module("onnxruntime")
     model_dir, _ = exported
     video = toy_dir / "videos" / "test_cool_ring_000.mp4"
     done = subprocess.run([sys.executable, "-c", _WITHOUT_JAX, str(model_dir), str(video)],
@@ -216,3 +254,37 @@ def test_export_cli_platforms_flag(exported, tmp_path):
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode != 0 and "unknown export platform(s) nosuch" in done.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_export_replaces_only_an_earlier_export_and_atomically(tmp_path):
+    """An existing --output is refused; --force replaces an earlier export (no stale files
+    left: the new one is written beside it and renamed into place), never anything else."""
+    from ppsn.export import export_model
+    from ppsn.recipe import toy_config
+
+    config = toy_config()
+    config.data.test_num_seg, config.data.short_size, config.data.target_size = 1, 40, 32
+    variables = jax.tree.map(np.asarray, initialize.scratch_variables(TSN(18, 10), seed=0))
+    out = tmp_path / "inference"
+    export_model(config, variables, str(out), platforms=("cpu",), onnx=True)
+    assert (out / "model.onnx").exists()
+    with pytest.raises(FileExistsError, match="already exists"):
+        export_model(config, variables, str(out), platforms=("cpu",))
+    export_model(config, variables, str(out), platforms=("cpu",), force=True)
+    assert sorted(p.name for p in out.iterdir()) == ["inference.json", "model.jax", "weights.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inference"]  # no sibling left
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    with pytest.raises(FileExistsError, match="is not a ppsn export"):
+        export_model(config, variables, str(mine), platforms=("cpu",), force=True)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    checkpoint.save_variables(tmp_path / "weights", variables, {"depth": 18, "num_classes": 10})
+    done = subprocess.run(
+        [sys.executable, "-m", "ppsn.export", "--config=configs/pptsn_toy.py",
+         f"--weights={tmp_path / 'weights'}", f"--output={mine}", "--force", *FLAGS],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == (
+        f"error: {mine}: is not a ppsn export (no inference.json); refusing to replace it even "
+        "with --force (remove it or pick another output)")

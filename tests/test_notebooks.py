@@ -16,7 +16,8 @@ def _execute(name, parameters: dict, cwd, timeout=600):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, f"{name}: one cell must be tagged 'parameters'"
-    assert "pip" in nb.cells[1].source and "PPSN_REPO" in nb.cells[1].source  # Colab install
+    setup = nb.cells[1].source  # installs the checkout it sits in (or PPSN_DIR): no URL
+    assert "pip" in setup and "PPSN_DIR" in setup and "http" not in setup
     source = "\n".join(f"{k} = {v!r}" for k, v in parameters.items())
     nb.cells.insert(tagged[0] + 1, nbformat.v4.new_code_cell("# injected by the test\n" + source))
     NotebookClient(nb, timeout=timeout, kernel_name="python3",
@@ -67,7 +68,6 @@ def test_paddle_checkpoint_notebook(tmp_path, decompressed, pptsn_fixture_dir, t
         "TEST_CONFIG": str(REPO_ROOT / "configs" / "pptsn_k400_frames.py"),
         "TEST_OVERRIDES": {"data.data_prefix": str(toy_dir),
                            "data.test_list": f"{toy_dir}/test_frames.list",
-                           "data.label_list": f"{toy_dir}/label_list.txt",
                            "data.test_num_seg": 2, "data.short_size": 40,
                            "data.target_size": 32, "data.num_workers": 0},
         "TEST_DIR": str(tmp_path / "test"),
@@ -77,3 +77,14 @@ def test_paddle_checkpoint_notebook(tmp_path, decompressed, pptsn_fixture_dir, t
     summary = json.loads((tmp_path / "test" / "summary.json").read_text())
     assert summary["count"] == 10  # the toy test list, each video once
     assert _has_image(nb)
+
+
+def test_paddle_checkpoint_notebook_with_its_defaults_says_which_file_to_fetch(tmp_path):
+    """A user without the download runs it top to bottom: it downloads nothing, says which
+    file to fetch and from where, runs what needs no checkpoint and skips the rest."""
+    nb = _execute("paddle_checkpoint.ipynb", {}, cwd=tmp_path)
+    text = _outputs(nb)
+    assert ("ppTSN_k400.pdparams not found. Download ppTSN_k400.pdparams" in text
+            and "https://videotag.bj.bcebos.com/PaddleVideo-release2.2/ppTSN_k400.pdparams" in text)
+    assert "TSN ResNet-50-vd, 400 classes:" in text and "skipped: no ppTSN_k400.pdparams" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing downloaded or written

@@ -165,3 +165,70 @@ def test_labels_and_ids_come_from_the_batches_not_a_second_pass(toy_dir, weights
     rows = _ledger(tmp_path / "out")
     listed = [line.split() for line in (toy_dir / "val_frames.list").read_text().splitlines()]
     assert [(r["video_id"], int(r["label"])) for r in rows] == [(p, int(y)) for p, _, y in listed]
+
+
+def test_a_bad_label_list_or_wrong_weights_stop_before_the_first_video(toy_dir, weights,
+                                                                        tmp_path):
+    """Found at start-up with one line and exit 2, not after the whole list (reports lost) or
+    as a shape error inside jit."""
+    (tmp_path / "labels.txt").write_text("0 warm_circle\n1 warm_square\n")
+    cmd = _cmd(toy_dir, weights, tmp_path / "out", 4) + [
+        f"--config.data.label_list={tmp_path / 'labels.txt'}"]
+    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: --config.data.label_list={tmp_path / 'labels.txt'} has no name for 8 of the 10 "
+        "classes (e.g. id 2): it names 2 classes, the model has 10 (--config.model.num_classes)")
+    assert "test:" not in done.stderr and not (tmp_path / "out").exists()  # no video scored
+
+    r34 = tmp_path / "r34"
+    variables = jax.tree.map(np.asarray, initialize.scratch_variables(TSN(34, 10), seed=0))
+    checkpoint.save_variables(r34, variables, {"depth": 34, "num_classes": 10})
+    done = subprocess.run(_cmd(toy_dir, r34, tmp_path / "out", 4), cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        f"error: --weights={r34}: {r34} holds a ResNet-34-vd; the config asks for ResNet-18-vd")
+
+
+def test_skipped_list_lines_are_counted_in_the_top1_line_and_the_summary(toy_dir, weights,
+                                                                         tmp_path):
+    lines = (toy_dir / "test_frames.list").read_text().splitlines()
+    (tmp_path / "test.list").write_text("\n".join(lines[:4] + ["frames/x 12 eleven"]) + "\n")
+    cmd = _cmd(toy_dir, weights, tmp_path / "out", 4) + [
+        f"--config.data.test_list={tmp_path / 'test.list'}"]
+    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "max_skipped_lines" in done.stderr  # 1 of 5: above 1%
+    done = subprocess.run(cmd + ["--config.data.max_skipped_lines=0.25"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr[-2000:]  # done, but an input was bad
+    assert "(4 videos, 0 failed to decode, 1 list lines skipped (not scored);" in done.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["count"], summary["skipped_lines"], summary["listed"]) == (4, 1, 5)
+    assert summary["skipped"][0]["line_number"] == 5
+    assert "label is not an integer" in summary["skipped"][0]["reason"]
+
+
+def test_reports_replace_only_earlier_reports(toy_dir, weights, tmp_path):
+    """A second test into the same directory needs --force and replaces only a test report."""
+    out = tmp_path / "out"
+    cmd = _cmd(toy_dir, weights, out, 4)
+    first = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (out / "stale.txt").write_text("from an earlier run")
+    again = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 2 and again.stderr.strip().splitlines()[-1] == (
+        f"error: {out}: already exists (pass force=True / --force to replace it)")
+    forced = subprocess.run(cmd + ["--force"], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert not (out / "stale.txt").exists() and (out / "summary.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no sibling left
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    refused = subprocess.run(_cmd(toy_dir, weights, mine, 4) + ["--force"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "is not a ppsn test report (no summary.json)" in \
+        refused.stderr
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]

@@ -22,8 +22,10 @@ Command line::
 
     python -m ppsn.convert.paddle --pdparams ppTSN_k400.pdparams --depth 50 --output DIR
 
-Exit status 1: the file cannot be read or does not fit the model; 2: the output is refused (it
-exists and ``--force`` is not given, or it is not a ppsn checkpoint, which is never replaced).
+Exit status (:mod:`ppsn.cli`): 0 converted; 2 with one line on stderr when the file cannot be
+read or does not fit the model (the line says what the file holds, e.g. "holds a
+ResNet-50-vd; you asked for depth 18"), or the output is refused (it exists and ``--force`` is
+not given, or it is not a ppsn checkpoint, which is never replaced).
 """
 
 from __future__ import annotations
@@ -53,7 +55,25 @@ class UnsafePickleError(pickle.UnpicklingError):
 
 
 class CheckpointMismatchError(ValueError):
-    """The checkpoint's keys or shapes do not match the model; lists every difference."""
+    """The checkpoint's keys or shapes do not match the model. The first line of the message
+    (``diagnosis``) says what the file holds ("holds a ResNet-50-vd; you asked for 18"); the
+    lines after it list the differences (at most :data:`SHOWN_KEYS` keys of each kind; all of
+    them are in ``missing``, ``unexpected`` and ``mismatched``)."""
+
+    def __init__(self, diagnosis: str, missing=(), unexpected=(), mismatched=()):
+        self.diagnosis = diagnosis
+        self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
+        lines = [diagnosis]
+        for title, items in (("missing", missing), ("unexpected", unexpected),
+                             ("shape mismatch", mismatched)):
+            if items:
+                shown = ", ".join(items[:SHOWN_KEYS])
+                more = f", ... ({len(items) - SHOWN_KEYS} more)" if len(items) > SHOWN_KEYS else ""
+                lines.append(f"  {len(items)} {title}: {shown}{more}")
+        super().__init__("\n".join(lines))
+
+
+SHOWN_KEYS = 8
 
 
 def _numpy_reconstruct():
@@ -228,6 +248,30 @@ def _expected_shapes(depth: int, num_classes: int) -> dict[tuple, tuple]:
     return out
 
 
+def held_depth(state: Mapping[str, np.ndarray]) -> int | None:
+    """The ResNet-vd depth whose blocks the ``backbone.*`` keys hold (None: no depth fits)."""
+    from ppsn.models import plan
+
+    names = {k.split(".")[1] for k in state if k.startswith("backbone.bb_")}
+    bottleneck = any(".conv2." in k for k in state if k.startswith("backbone.bb_"))
+    return plan.depth_of(names, bottleneck)
+
+
+def _diagnose(state, layout, depth, missing, unexpected, mismatched) -> str:
+    """The first line of a mismatch error: what the file holds against what was asked."""
+    held = held_depth(state)
+    what = f"checkpoint (layout {layout})"
+    if held is not None and held != depth:
+        return (f"this {what} holds a ResNet-{held}-vd; you asked for depth {depth} "
+                f"(convert it with --depth {held})")
+    if held is None and any(k.startswith("backbone.bb_") for k in state):
+        return (f"this {what} does not match TSN(depth={depth}): its residual blocks fit no "
+                "ResNet-vd depth (18, 34, 50, 101, 152, 200); is it a PP-TSN / ResNet-vd file?")
+    counts = ", ".join(f"{len(items)} {title}" for title, items in (
+        ("missing", missing), ("unexpected", unexpected), ("mis-shaped", mismatched)) if items)
+    return f"this {what} holds a ResNet-{depth}-vd but does not match it: {counts} keys"
+
+
 def _transform(key: str, value: np.ndarray) -> np.ndarray:
     value = np.asarray(value, dtype=np.float32)
     if key.endswith("._conv.weight"):
@@ -283,12 +327,8 @@ def to_flax(
         if t in expected and tuple(v.shape) != expected[t]
     )
     if missing or unexpected or mismatched:
-        lines = [f"checkpoint ({layout}) does not match TSN(depth={depth}):"]
-        for title, items in (("missing", missing), ("unexpected", unexpected),
-                             ("shape mismatch", mismatched)):
-            if items:
-                lines.append(f"  {len(items)} {title}: " + ", ".join(items))
-        raise CheckpointMismatchError("\n".join(lines))
+        raise CheckpointMismatchError(_diagnose(state, layout, depth, missing, unexpected,
+                                                mismatched), missing, unexpected, mismatched)
 
     from flax import traverse_util
 
@@ -307,7 +347,7 @@ def to_flax(
 def main(argv=None) -> int:
     import argparse
 
-    from ppsn import checkpoint
+    from ppsn import checkpoint, cli
 
     parser = argparse.ArgumentParser(
         prog="python -m ppsn.convert.paddle",
@@ -324,25 +364,28 @@ def main(argv=None) -> int:
     try:  # refuse the output before the (slow) conversion; save_variables checks it again
         checkpoint.check_replaceable(args.output, force=args.force)
     except FileExistsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        print(cli.one_line(e), file=sys.stderr)
+        return cli.USAGE
     try:
         state = load_pdparams(args.pdparams)
     except (OSError, ValueError, pickle.UnpicklingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        print(cli.one_line(e), file=sys.stderr)
+        return cli.USAGE
     try:
         variables, report = to_flax(state, args.depth, args.submodel, return_report=True)
+    except CheckpointMismatchError as e:
+        print(f"error: {args.pdparams}: {e.diagnosis}", file=sys.stderr)
+        return cli.USAGE
     except ValueError as e:
-        print(f"error: {args.pdparams}: {e}", file=sys.stderr)
-        return 1
+        print(cli.one_line(f"{args.pdparams}: {e}"), file=sys.stderr)
+        return cli.USAGE
     meta = {"depth": args.depth, "num_classes": report.num_classes, "layout": report.layout,
             "source": os.path.abspath(args.pdparams)}
     try:
         path = checkpoint.save_variables(args.output, variables, meta, force=args.force)
     except FileExistsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        print(cli.one_line(e), file=sys.stderr)
+        return cli.USAGE
     print(f"loaded {args.pdparams}: layout {report.layout}, {report.num_params} tensors, "
           f"ResNet-vd {args.depth}, "
           + (f"{report.num_classes} classes" if report.num_classes else "no head (backbone only)"))

@@ -1,13 +1,23 @@
 """Pre-flight check of a dataset list: decode every entry, report the bad ones.
 
     python -m ppsn.data.check --list FILE --format videos|frames [--data_prefix DIR]
-        [--num_classes N] [--report PATH] [--num_workers N]
+        [--num_classes N] [--config CONFIG] [--report PATH] [--num_workers N]
 
-Every frame of every entry is decoded (frames: all ``num_frames`` files the line announces;
-videos: the whole stream). Bad list lines (wrong fields, labels out of range) count as bad too.
-Prints ``N ok, M bad`` and writes the bad entries with their reasons to the report (default:
-``FILE.check.tsv``). Exits 0 when the check ran to the end, whatever it found; non-zero only
-when it could not run (missing list file, bad arguments).
+An entry is bad when anything a run would do with it fails, so that a list that passes is one
+where training replaces no sample and test mode scores no video -1:
+
+* every frame decodes (frames: all ``num_frames`` files the line announces, reported by file;
+  videos: the whole stream, as many frames as it has packets), all of one size;
+* the clips of each mode are made exactly as the pipelines make them (``ppsn.data.clips``:
+  sampling, decoding of the sampled frames, transforms) with the clip settings of ``--config``
+  (default: the recipe's 3 segments, 25 at test, 256 / 224);
+* list lines that do not parse (fields, labels outside ``--num_classes``) are bad too.
+
+Prints ``N ok, M bad`` (and the first bad entries), then writes every bad entry with its reason
+to the report (default ``FILE.check.tsv``; its path is checked before the pass). Exit status
+(:mod:`ppsn.cli`): 0 all entries good; 1 some are bad (the report lists them), so the check
+can gate a job; 2 it could not run (missing list, bad arguments, an unwritable report) or the
+list has no entries.
 """
 
 from __future__ import annotations
@@ -17,25 +27,56 @@ import concurrent.futures
 import os
 import sys
 
+import numpy as np
 from tqdm import tqdm
 
-from ppsn.data import decode
+from ppsn import cli
+from ppsn.data import clips, decode
 from ppsn.data.lists import ListFileSource
 
 
-def check_record(record) -> str | None:
-    """None if the record decodes completely, else the reason."""
+def _decode_all_frames(record) -> None:
+    """Every frame the line announces, each named by its file on failure, all of one size."""
+    frame_dir, count = record["frame_dir"], record["num_frames"]
+    first = None
+    for i in range(count):
+        path = decode.frame_path(frame_dir, i)
+        name = os.path.basename(path)
+        try:
+            image = decode.decode_jpeg(decode.read_frame_bytes(frame_dir, i), path)
+        except decode.DecodeError as e:
+            if e.reason == "missing frame file":
+                raise decode.DecodeError(path, f"missing frame file {name} (list says {count} "
+                                               f"frames, found {i})") from None
+            raise decode.DecodeError(path, f"{name}: {e.reason}") from None
+        size = image.shape[1], image.shape[0]
+        if first is None:
+            first = (name, size)
+        elif size != first[1]:
+            raise decode.DecodeError(path, f"frames of different sizes: {name} is "
+                                           f"{size[0]}x{size[1]}, {first[0]} "
+                                           f"{first[1][0]}x{first[1][1]}")
+
+
+def check_record(record, specs=()) -> str | None:
+    """None if the record is good, else the reason. ``specs`` are the
+    :class:`ppsn.data.clips.ClipSpec` of the modes to make a clip for, as the pipelines do."""
     try:
         if "frame_dir" in record:
-            for i in range(record["num_frames"]):
-                try:
-                    data = decode.read_frame_bytes(record["frame_dir"], i)
-                except decode.DecodeError as e:
-                    return f"{e.reason} {os.path.basename(e.path)} (list says {record['num_frames']} frames, found {i})"
-                decode.decode_jpeg(data, decode.frame_path(record["frame_dir"], i))
+            _decode_all_frames(record)
         else:
             with decode.VideoFile(record["video_path"]) as video:
                 video.verify()
+        for spec in specs:
+            try:
+                if spec.mode == "test" and spec.device_crops:
+                    clips.load_canvas_clip(record, spec)
+                else:
+                    clips.load_clip(record, spec, np.random.default_rng(0))
+            except decode.DecodeError as e:
+                return f"{spec.mode} clip: {e.reason}"
+            except Exception as e:  # anything else the pipeline would die of
+                return f"{spec.mode} clip: {type(e).__name__}: {e}"
     except decode.DecodeError as e:
         return e.reason
     except OSError as e:
@@ -43,14 +84,60 @@ def check_record(record) -> str | None:
     return None
 
 
+def clip_specs(config_file: str | None = None) -> list:
+    """The clip specs of training, validation and test mode from a config file (default: the
+    recipe's)."""
+    from ppsn.data import pipeline
+
+    if config_file:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("ppsn_check_config", config_file)
+        if spec is None or not os.path.isfile(config_file):
+            raise cli.UserError(f"--config {config_file}: no such config file")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        data = module.get_config().data
+    else:
+        from ppsn.recipe import pptsn_config
+
+        data = pptsn_config().data
+    try:
+        return [pipeline.clip_spec(data, mode) for mode in clips.MODES]
+    except ValueError as e:
+        raise cli.UserError(f"--config {config_file or '(the recipe)'}: {e}") from None
+
+
+def check_report_path(path: str) -> None:
+    """Raise :class:`ppsn.cli.UserError` unless a report can be written at ``path`` (checked
+    before the pass, so that hours of decoding never end in an unwritable report)."""
+    if os.path.isdir(path):
+        raise cli.UserError(f"--report {path}: is a directory; give a file path")
+    existed = os.path.exists(path)
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as e:
+        raise cli.UserError(f"--report {path}: cannot be written ({e.strerror or e})") from None
+    if not existed:
+        os.remove(path)
+
+
 def run_check(list_file: str, fmt: str, data_prefix: str = "", num_classes: int | None = None,
-              report: str | None = None, num_workers: int = 1, progress: bool = True):
-    """Returns ``(num_ok, bad)`` with ``bad`` a list of ``(where, reason)``; writes the report."""
+              report: str | None = None, num_workers: int = 1, progress: bool = True,
+              specs=None):
+    """Returns ``(num_ok, bad, report path)`` with ``bad`` a list of ``(where, reason)``; does
+    not write the report (:func:`write_report`)."""
+    report = report or list_file + ".check.tsv"
+    check_report_path(report)
     source = ListFileSource(list_file, fmt, data_prefix, num_classes)
+    if not source.records and not source.skipped:
+        raise cli.NothingToDo(f"{list_file} has no entries: nothing to check")
+    specs = clip_specs() if specs is None else specs
     bad = [(f"{list_file}:{s.line_number}", s.reason) for s in source.skipped]
     records = source.records
     with concurrent.futures.ThreadPoolExecutor(max(1, num_workers)) as pool:
-        results = pool.map(check_record, records)
+        results = pool.map(lambda r: check_record(r, specs), records)
         num_ok = 0
         for record, reason in tqdm(zip(records, results), total=len(records), unit="video",
                                    desc="checking", disable=not progress):
@@ -58,36 +145,50 @@ def run_check(list_file: str, fmt: str, data_prefix: str = "", num_classes: int 
                 num_ok += 1
             else:
                 bad.append((record.get("frame_dir") or record.get("video_path"), reason))
-    report = report or list_file + ".check.tsv"
-    with open(report, "w", encoding="utf-8") as f:
-        f.write("entry\treason\n")
-        f.writelines(f"{where}\t{reason}\n" for where, reason in bad)
     return num_ok, bad, report
 
 
-def main(argv=None) -> int:
+def write_report(report: str, bad) -> None:
+    with open(report, "w", encoding="utf-8") as f:
+        f.write("entry\treason\n")
+        f.writelines(f"{where}\t{reason}\n" for where, reason in bad)
+
+
+def run(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ppsn.data.check",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--list", required=True, help="PaddleVideo list file")
     parser.add_argument("--format", required=True, choices=("videos", "frames"))
     parser.add_argument("--data_prefix", default="", help="prefix of the list's relative paths")
     parser.add_argument("--num_classes", type=int, default=None)
+    parser.add_argument("--config", default=None,
+                        help="the run's config file: its clip settings (segments, sizes, test "
+                        "sampling) are used to make each mode's clip (default: the recipe's)")
     parser.add_argument("--report", default=None, help="report path (default FILE.check.tsv)")
     parser.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
+    specs = clip_specs(args.config)
     try:
         num_ok, bad, report = run_check(args.list, args.format, args.data_prefix,
-                                        args.num_classes, args.report, args.num_workers)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"{num_ok} ok, {len(bad)} bad")
+                                        args.num_classes, args.report, args.num_workers,
+                                        specs=specs)
+    except ValueError as e:  # a list that is not a text file, a bad format
+        raise cli.UserError(str(e)) from None
+    print(f"{num_ok} ok, {len(bad)} bad")  # before the report is written, whatever happens
     for where, reason in bad[:20]:
         print(f"  {where}: {reason}")
     if len(bad) > 20:
         print(f"  ... {len(bad) - 20} more")
+    try:
+        write_report(report, bad)
+    except OSError as e:
+        raise cli.UserError(f"--report {report}: cannot be written ({e.strerror or e})") from None
     print(f"report: {report}")
-    return 0
+    return cli.SOME_INPUTS_BAD if bad else cli.OK
+
+
+def main(argv=None) -> int:
+    return cli.run(run, argv)
 
 
 if __name__ == "__main__":

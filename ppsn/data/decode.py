@@ -268,16 +268,23 @@ class VideoFile:
 
     def verify(self) -> int:
         """Decode every frame from the start (nothing kept); raises ``DecodeError`` unless all
-        ``num_frames`` frames decode. Returns the frame count."""
+        ``num_frames`` frames decode, all of one size. Returns the frame count."""
+        sizes = set()  # frames of different sizes cannot be stacked into one clip
         try:
             self._seek(self._keyframes[0])
-            count = sum(1 for _ in self._decoder)
+            count = 0
+            for frame in self._decoder:
+                count += 1
+                sizes.add((frame.width, frame.height))
         except Exception as e:
             raise DecodeError(self.name, f"corrupt video ({_why(e)})") from None
         finally:
             self._decoder = None
         if count < self.num_frames:
             raise DecodeError(self.name, f"truncated video: {count} of {self.num_frames} frames decode")
+        if len(sizes) > 1:
+            raise DecodeError(self.name, "frames of different sizes "
+                              + ", ".join(f"{w}x{h}" for w, h in sorted(sizes)))
         return count
 
     def close(self):

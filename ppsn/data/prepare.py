@@ -12,6 +12,8 @@ resumes after the last closed shard (about ``--shard_mb`` each); if the inputs c
 so and starts over. The dataset appears in ``OUT/NAME/CONFIG/2.0.0`` only when complete;
 ``--force`` replaces an existing one (only a dataset ppsn prepared). Prints a summary (videos
 written per split, skipped files with reasons), also in ``prepare_report.json`` beside the data.
+Exit status (:mod:`ppsn.cli`): 0 written; 1 written, but some files were skipped; 2 nothing
+written (one line on stderr says why).
 """
 
 from __future__ import annotations
@@ -183,15 +185,18 @@ def main(argv=None) -> int:
     parser.add_argument("--ucf_split", type=int, default=1, help="UCF-101 official split (1-3)")
     args = parser.parse_args(argv)
     extra = {"ucf_split": args.ucf_split} if args.dataset == "ucf101" else {}
+    from ppsn import cli
+
     try:
         result = prepare(args.dataset, args.manual_dir, args.data_dir, args.config,
                          args.num_workers, window=args.window, shard_mb=args.shard_mb,
                          force=args.force, progress=True, **extra)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        print(cli.one_line(e), file=sys.stderr)
+        return cli.USAGE
     print(summary(result))
-    return 0
+    # ppsn.cli's codes: 1 = written, but some files were skipped (prepare_report.json)
+    return cli.SOME_INPUTS_BAD if result.report else cli.OK
 
 
 if __name__ == "__main__":

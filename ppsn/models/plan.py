@@ -70,6 +70,30 @@ def blocks(depth: int) -> list[Block]:
             for stage, num_blocks in enumerate(STAGE_BLOCKS[depth]) for i in range(num_blocks)]
 
 
+def depth_of(block_names, bottleneck: bool) -> int | None:
+    """The depth whose plan has exactly these residual blocks (``bb_{stage}_{index}`` names,
+    any extra parts after the name ignored) in bottleneck (or basic) form; None if none has.
+
+    What a checkpoint holds, said in the user's words: "a ResNet-50" rather than key lists."""
+    counts: dict[int, set] = {}
+    for name in block_names:
+        parts = str(name).split("_")
+        if len(parts) == 3 and parts[0] == "bb" and parts[1].isdigit() and parts[2].isdigit():
+            counts.setdefault(int(parts[1]), set()).add(int(parts[2]))
+    per_stage = tuple(len(counts.get(stage, ())) for stage in range(max(counts, default=-1) + 1))
+    for depth, stage_blocks in STAGE_BLOCKS.items():
+        if stage_blocks == per_stage and uses_bottleneck(depth) == bottleneck:
+            return depth
+    return None
+
+
+def depth_of_variables(variables) -> int | None:
+    """:func:`depth_of` for ppsn's (Flax) variables ``{'params': {'backbone': ...}, ...}``."""
+    backbone = variables.get("params", {}).get("backbone", {})
+    blocks_ = {k: v for k, v in backbone.items() if str(k).startswith("bb_")}
+    return depth_of(blocks_, any("conv2" in v for v in blocks_.values()))
+
+
 def pool_window_counts(height: int, width: int) -> np.ndarray | None:
     """Values per window of the "D" pool (2x2, stride 2, ceil mode, exclusive of padding) over a
     ``height x width`` map: ``[ceil(h/2), ceil(w/2)]`` floats (4 inside, 2 or 1 in an extra

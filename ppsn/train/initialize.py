@@ -11,7 +11,8 @@ import numpy as np
 from flax import traverse_util
 
 from ppsn import backend, checkpoint
-from ppsn.models import TSN
+from ppsn.cli import ConfigError
+from ppsn.models import TSN, plan
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,15 @@ def merge_loaded(initial, loaded, source: str):
     problems += [f"{'/'.join(p)}: {load_flat[p].shape} vs model {init_flat[p].shape}"
                  for p in sorted(body_init & body_loaded) if load_flat[p].shape != init_flat[p].shape]
     if problems:
-        raise ValueError(f"{source} does not fit the model's backbone:\n  " + "\n  ".join(problems))
+        held = plan.depth_of_variables(loaded)
+        model = plan.depth_of_variables(initial)
+        if held is not None and held != model:
+            diagnosis = (f"{source} holds a ResNet-{held}-vd; the model is a ResNet-{model}-vd "
+                         f"(--config.model.depth={model})")
+        else:
+            diagnosis = f"{source} does not fit the model's backbone ({len(problems)} differences)"
+        shown = problems[:8] + ([f"... ({len(problems) - 8} more)"] if len(problems) > 8 else [])
+        raise ConfigError(f"{diagnosis}:\n  " + "\n  ".join(shown))
     merged = dict(init_flat)
     for p in body_init:
         merged[p] = np.asarray(load_flat[p], np.float32)

@@ -26,7 +26,7 @@ from typing import Any
 
 import jax
 
-from ppsn import backend, checkpoint, compilation, parallel
+from ppsn import backend, checkpoint, compilation, parallel, preflight
 from ppsn.data import pipeline, toy
 from ppsn.train import prefetch, reporting, steps, tasks, validation
 
@@ -55,6 +55,7 @@ class Run:
     writer: reporting.Writer
     skip_log: str
     val: tuple | None  # (source, spec) when validating
+    skipped_lines: dict = dataclasses.field(default_factory=dict)  # list file -> SkippedLines
 
 
 @dataclasses.dataclass
@@ -91,12 +92,10 @@ def setup(config, workdir: str) -> Run:
              parallel.describe(mesh), jax.numpy.dtype(backend.compute_dtype(config.amp)).name,
              backend.conv_impl(config.model.conv_impl), config.batch_size,
              f"{config.batch_size / mesh.devices.size:g}")
-    num_classes = config.model.num_classes
-    train_source = pipeline.make_source(config.data, "train", num_classes)
+    inputs = preflight.check(config, "train", mesh.devices.size, workdir=workdir)
+    train_source = inputs.train
     local_batch = parallel.check_batch_size(config.batch_size, mesh)
     steps_per_epoch = len(train_source) // config.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"{train_source!r} has fewer videos than one batch ({config.batch_size})")
     total_steps = config.num_epochs * steps_per_epoch
     if config.max_steps > 0:
         total_steps = min(total_steps, config.max_steps)
@@ -112,15 +111,15 @@ def setup(config, workdir: str) -> Run:
     log.info("data: %s", loader.describe(local_batch * math.prod(train_spec.shape)))
     val = None
     if config.validate:
-        val = (pipeline.make_source(config.data, "valid", num_classes),
-               pipeline.clip_spec(config.data, "valid"))
+        val = (inputs.valid, pipeline.clip_spec(config.data, "valid"))
     return Run(config=config, workdir=workdir, mesh=mesh, task=task, step_cfg=step_cfg,
                train_fn=train_fn,
                eval_fn=eval_fn, num_videos=len(train_source), steps_per_epoch=steps_per_epoch,
                total_steps=total_steps,
                data_iter=pipeline.to_iterator(train_ds, loader),
                ckpt=checkpoint.TrainCheckpointer(workdir, config.keep_checkpoints),
-               writer=reporting.Writer(workdir), skip_log=skip_log, val=val)
+               writer=reporting.Writer(workdir), skip_log=skip_log, val=val,
+               skipped_lines=inputs.skipped_lines())
 
 
 def restore_or_initialize(run: Run):
@@ -170,7 +169,8 @@ def validate_and_keep_best(run: Run, progress: Progress, state, done: int) -> No
     epoch = done // run.steps_per_epoch
     source, spec = run.val
     val = validation.validate(run.eval_fn, state, source, spec, run.config.valid_batch_size,
-                              run.mesh, pipeline.loader_settings(run.config.data))
+                              run.mesh, pipeline.loader_settings(run.config.data),
+                              log_every=run.config.log_interval)
     log.info(f"epoch:[{epoch:3d}/{run.config.num_epochs:<3d}] val loss: {val['loss']:.5f} "
              f"top1: {val['top1']:.5f} top5: {val['top5']:.5f} ({val['count']} videos)")
     run.writer.scalars("val", val, done)
@@ -192,7 +192,16 @@ def save_checkpoint(run: Run, progress: Progress, state, rng, done: int, positio
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-    """Train (and validate) per ``config``; returns the last validation metrics (or {})."""
+    """Train (and validate) per ``config``; returns the last validation metrics (or {}).
+
+    The log goes to stdout and is appended to ``WORKDIR/train.log``; with several processes
+    only process 0 prints the per-step lines (the others print warnings and errors)."""
+    parallel.initialize_distributed()
+    with reporting.run_logs(workdir, jax.process_index()):
+        return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config, workdir: str) -> dict:
     compiles = compilation.CompileCounter().open()
     run = setup(config, workdir)
     state, rng, start = restore_or_initialize(run)
@@ -242,11 +251,17 @@ def train_steps(run: Run, progress: Progress, state, rng, start: int, stop: int)
             if done % config.log_interval == 0 or epoch_end or done == run.total_steps:
                 log_progress(run, progress, done)
             emit_logs(run, progress)
+            # Validation and checkpoints are not step time: the meter leaves them out of the
+            # next line's batch_cost, ips and ETA (the steps' own compute is waited for first).
             if epoch_end and run.val and (done // run.steps_per_epoch) % config.val_interval == 0:
                 emit_logs(run, progress, wait=True)
-                validate_and_keep_best(run, progress, state, done)
+                jax.block_until_ready(state)
+                with progress.meter.excluded():
+                    validate_and_keep_best(run, progress, state, done)
             if done % config.checkpoint_every_steps == 0 or done == run.total_steps:
-                save_checkpoint(run, progress, state, rng, done, feed.position())
+                jax.block_until_ready(state)
+                with progress.meter.excluded():
+                    save_checkpoint(run, progress, state, rng, done, feed.position())
         t0 = time.perf_counter()
         jax.block_until_ready(state)
         progress.device_wait_s += time.perf_counter() - t0
@@ -260,6 +275,9 @@ def summarize(run: Run, progress: Progress) -> None:
     entries = pipeline.read_skip_log(run.skip_log)
     log.info("data: %d bad samples replaced during training. %s", progress.replaced,
              pipeline.summarize_skips(entries) if entries else "")
+    for list_file, skipped in run.skipped_lines.items():
+        log.warning("data: %d lines of %s were skipped (not trained or validated on), e.g. %s",
+                    len(skipped), list_file, skipped[0])
     if progress.last_val:
         log.info("best validation top1 %.4f (model in %s)", progress.best_top1,
                  os.path.join(run.workdir, checkpoint.BEST_DIR))

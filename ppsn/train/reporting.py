@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import datetime
+import logging
 import os
+import sys
 import time
 
 import jax
@@ -13,10 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppsn import parallel
+from ppsn.cli import UserError
+
+LOG_FILE = "train.log"
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/Inf loss; the checkpoints on disk predate it."""
+class NonFiniteLossError(UserError, RuntimeError):
+    """Training produced a NaN/Inf loss, parameters or learning rate; the checkpoints on disk
+    predate it. The message names what is non-finite."""
 
 
 @dataclasses.dataclass
@@ -28,6 +35,20 @@ class Meter:
     values: list = dataclasses.field(default_factory=list)
     reader: float = 0.0
     start: float = dataclasses.field(default_factory=time.perf_counter)
+    paused: float = 0.0  # time spent in validation and checkpointing since ``start``
+
+    def elapsed(self) -> float:
+        """Step time since ``start``: wall time less what :meth:`excluded` left out."""
+        return time.perf_counter() - self.start - self.paused
+
+    @contextlib.contextmanager
+    def excluded(self):
+        """Time spent inside (validation, checkpointing) is not step time."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.paused += time.perf_counter() - t0
 
     def pack(self, length: int) -> "Interval":
         """The pending metrics as one device array, its copy to the host started (not waited
@@ -36,7 +57,7 @@ class Meter:
         array = _stack(rows)
         array.copy_to_host_async()
         return Interval(array, sorted(self.values[0]), len(self.values), self.first_step,
-                        time.perf_counter() - self.start, self.reader)
+                        self.elapsed(), self.reader)
 
 
 @jax.jit
@@ -66,18 +87,14 @@ class Interval:
 
     def fetch(self) -> dict:
         """The interval's mean metrics (``lr``: the last step's), after checking that every
-        step's loss and parameter norm are finite."""
+        step's metrics are finite."""
         rows = np.asarray(parallel.to_host(self.array))[:self.count]
-        m = {k: rows[:, i] for i, k in enumerate(self.names)}
-        bad = ~(np.isfinite(m["loss"]) & np.isfinite(m["param_norm"]))
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise NonFiniteLossError(
-                f"non-finite loss {m['loss'][i]} (parameter norm {m['param_norm'][i]}) at step "
-                f"{self.first_step + i + 1}: stopping; the checkpoints and the best model on "
-                "disk are from before it")
-        out = {k: float(np.mean(v)) for k, v in m.items()}
-        out["lr"] = float(m["lr"][-1])
+        for i, row in enumerate(rows):
+            message = non_finite_message(dict(zip(self.names, row)), self.first_step + i + 1)
+            if message:
+                raise NonFiniteLossError(message)
+        out = {k: float(np.mean(rows[:, i])) for i, k in enumerate(self.names)}
+        out["lr"] = float(rows[-1, self.names.index("lr")])
         return out
 
 
@@ -95,6 +112,60 @@ class InFlight:
         while self._intervals and (wait or self._intervals[0].ready()):
             interval = self._intervals.popleft()
             write(interval, interval.fetch())
+
+
+_WHAT = {"loss": "loss", "param_norm": "parameters (their norm)", "lr": "learning rate"}
+
+
+def non_finite_message(m: dict, step: int) -> str | None:
+    """None if every metric of step ``step`` is finite, else what is not (and what still was),
+    e.g. ``non-finite parameters (their norm) nan after step 3; the loss (2.31) was finite``."""
+    bad = [k for k, v in m.items() if not np.isfinite(v)]
+    if not bad:
+        return None
+    what = ", ".join(f"{_WHAT.get(k, k)} {float(m[k])}" for k in bad)
+    fine = [f"the {_WHAT.get(k, k)} ({float(m[k]):.6g})" for k in ("loss", "lr")
+            if k in m and k not in bad]
+    return (f"non-finite {what} after step {step}"
+            + (f"; {' and '.join(fine)} {'was' if len(fine) == 1 else 'were'} finite" if fine else "")
+            + ": stopping; the checkpoints and the best model on disk are from before it "
+            "(lower --config.optim.base_lr, or check the data)")
+
+
+@contextlib.contextmanager
+def run_logs(workdir: str, process_index: int):
+    """During a run, ppsn's log goes to stdout and (process 0) is appended to
+    ``WORKDIR/train.log``; processes other than 0 print only warnings and errors. An error that
+    ends the run is written to ``train.log`` too."""
+    logger = logging.getLogger("ppsn")
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    console = logging.StreamHandler(sys.stdout)
+    console.setLevel(logging.INFO if process_index == 0 else logging.WARNING)
+    handlers = [console]
+    if process_index == 0:
+        os.makedirs(workdir, exist_ok=True)
+        handlers.append(logging.FileHandler(os.path.join(workdir, LOG_FILE), mode="a",
+                                            encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    saved = logger.level, logger.propagate
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # not twice on a terminal (absl's handler writes to stderr)
+    try:
+        yield
+    except BaseException as e:
+        if len(handlers) > 1:  # the file: the run's record says how it ended
+            handlers[1].handle(logger.makeRecord(
+                logger.name, logging.ERROR, __file__, 0, "stopped: %s: %s",
+                (type(e).__name__, e), None))
+        raise
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+            handler.close()
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 def log_line(epoch, num_epochs, step, m, log_parts, batch_cost, reader_cost, ips, eta) -> str:

@@ -15,15 +15,19 @@ from ppsn.data import pipeline
 log = logging.getLogger(__name__)
 
 
-def validate(eval_fn, state, source, spec, global_batch, mesh, loader=None) -> dict:
-    """Loss / Top-1 / Top-5 over the whole source, each video counted exactly once."""
+def validate(eval_fn, state, source, spec, global_batch, mesh, loader=None,
+             log_every: int = 0) -> dict:
+    """Loss / Top-1 / Top-5 over the whole source, each video counted exactly once;
+    ``log_every > 0`` logs progress (videos done / total) every that many batches."""
     local = parallel.check_batch_size(global_batch, mesh)
     ds = pipeline.eval_dataset(source, spec, local)
     totals = None
-    for batch in pipeline.to_iterator(ds, loader):
+    for i, batch in enumerate(pipeline.to_iterator(ds, loader), start=1):
         sums = eval_fn(state, parallel.to_global(
             {k: batch[k] for k in ("frames", "label", "mask")}, mesh))
         totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
+        if log_every and i % log_every == 0 and i < len(ds):
+            log.info("validation: %d/%d videos", min(i * global_batch, len(source)), len(source))
     totals = parallel.to_host(totals)
     count = max(float(totals["count"]), 1.0)
     return {"loss": float(totals["loss"]) / count, "top1": float(totals["top1"]) / count,

@@ -217,7 +217,7 @@ def test_student_only_distillation_file_equals_the_full_files_student(
     with pytest.raises(ValueError, match="only a distillation student"):
         to_flax(student_only, depth=50, submodel="teacher")
     extra = dict(student_only, **{"2.fc.weight": np.zeros((2048, 400), np.float32)})
-    with pytest.raises(CheckpointMismatchError, match=r"\(distillation_student_only\).*\n.*"
+    with pytest.raises(CheckpointMismatchError, match=r"\(layout distillation_student_only\).*\n.*"
                                                       r"1 unexpected: 2.fc.weight"):
         to_flax(extra, depth=50)
 
@@ -295,7 +295,26 @@ def test_cli_writes_a_loadable_orbax_checkpoint(decompressed, state, tmp_path):
     again = subprocess.run(
         [sys.executable, "-m", "ppsn.convert.paddle", "--pdparams", str(tmp_path / "nope.pdparams"),
          "--output", str(tmp_path / "x")], capture_output=True, text=True, timeout=600)
-    assert again.returncode == 1 and "nope.pdparams" in again.stderr
+    assert again.returncode == 2 and "nope.pdparams" in again.stderr
+    assert again.stderr.count("\n") == 1  # one line, no traceback
+
+
+def test_a_wrong_depth_leads_with_what_the_file_holds(decompressed, state, tmp_path):
+    """Not 9 KB of key names: the first line says which ResNet the file holds."""
+    with pytest.raises(CheckpointMismatchError) as err:
+        to_flax(state, depth=18)
+    assert err.value.diagnosis.startswith("this checkpoint (layout pptsn) holds a ResNet-50-vd; "
+                                          "you asked for depth 18 (convert it with --depth 50)")
+    assert str(err.value).splitlines()[0] == err.value.diagnosis
+    assert len(err.value.unexpected) > 8 and len(str(err.value)) < 3000  # the lists are cut short
+    assert len(str(err.value).splitlines()) <= 4
+    result = subprocess.run(
+        [sys.executable, "-m", "ppsn.convert.paddle", "--pdparams", str(decompressed["model"]),
+         "--depth", "18", "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "holds a ResNet-50-vd; you asked for depth 18" in result.stderr
+    assert len(result.stderr) < 400 and not (tmp_path / "out").exists()
 
 
 def test_cli_converts_a_student_only_file_and_force_replaces_only_checkpoints(

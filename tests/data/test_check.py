@@ -3,6 +3,8 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
+
 from tests.data import media
 
 
@@ -20,7 +22,7 @@ def test_check_cli_finds_every_kind_of_bad_entry(toy_dir, tmp_path):
         [sys.executable, "-m", "ppsn.data.check", "--list", str(root / "videos.list"),
          "--format", "videos", "--data_prefix", str(root)],
         capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # bad entries found: it can gate a job
     assert f"{len(videos) - 4} ok, 5 bad" in result.stdout
     report = (root / "videos.list.check.tsv").read_text().splitlines()
     assert report[0] == "entry\treason" and len(report) == 6
@@ -40,15 +42,96 @@ def test_check_cli_finds_every_kind_of_bad_entry(toy_dir, tmp_path):
          "--format", "frames", "--data_prefix", str(root), "--num_classes", "10",
          "--report", str(tmp_path / "r.tsv")],
         capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr
     assert "3 ok, 3 bad" in result.stdout
     text = (tmp_path / "r.tsv").read_text()
     assert "missing frame file img_00012.jpg (list says 12 frames, found 11)" in text
-    assert "corrupt or unsupported" in text and "label 99 out of range" in text
+    assert "label 99 out of range" in text
+    # Reported by file, without object reprs ("<_io.BytesIO object at 0x...>")
+    assert "img_00003.jpg: corrupt or unsupported image" in text and " at 0x" not in text
+
+    good = subprocess.run(
+        [sys.executable, "-m", "ppsn.data.check", "--list", str(toy_dir / "test_frames.list"),
+         "--format", "frames", "--data_prefix", str(toy_dir), "--num_classes", "10",
+         "--report", str(tmp_path / "good.tsv")], capture_output=True, text=True, timeout=600)
+    assert good.returncode == 0 and "10 ok, 0 bad" in good.stdout, good.stderr
 
 
-def test_check_cli_fails_only_when_it_cannot_run(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "ppsn.data.check", "--list",
-                             str(tmp_path / "missing.list"), "--format", "videos"],
-                            capture_output=True, text=True, timeout=600)
+def _check(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "ppsn.data.check", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_check_cli_usage_errors_are_one_line_and_exit_2(toy_dir, tmp_path):
+    result = _check("--list", tmp_path / "missing.list", "--format", "videos")
     assert result.returncode == 2 and "list file not found" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+    # Nothing to check is not a success.
+    (tmp_path / "empty.list").write_text("# only a comment\n\n")
+    result = _check("--list", tmp_path / "empty.list", "--format", "videos")
+    assert result.returncode == 2 and "has no entries: nothing to check" in result.stderr
+
+    # The report path is checked before the pass: no decoding (no progress bar), one line.
+    result = _check("--list", toy_dir / "val_videos.list", "--format", "videos",
+                    "--data_prefix", toy_dir, "--report", tmp_path / "no" / "such" / "dir.tsv")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "--report" in result.stderr and "cannot be written" in result.stderr
+    assert "checking" not in result.stderr and result.stdout == ""
+
+
+def _pipeline_failures(source, specs, rngs=8):
+    """Indices of the records the real pipelines cannot make a clip of: training replaces them
+    (several seeds, so several random samplings) and test / validation mark them failed."""
+    from ppsn.data import pipeline
+
+    failed = set()
+    for spec in specs:
+        if spec.mode == "train":
+            for seed in range(rngs):
+                loader = pipeline.TrainLoader(source, spec)
+                for record in source.records:
+                    example = loader(record, np.random.default_rng(seed))
+                    if example["replaced"]:
+                        failed.add(record["index"])
+        else:
+            loader = pipeline.EvalLoader(source, spec)
+            for position in range(len(source)):
+                if loader(position)["failed"]:
+                    failed.add(position)
+    return failed
+
+
+def test_check_finds_every_entry_the_pipelines_would_replace_or_score_minus_1(toy_dir, tmp_path):
+    """What check calls good, training never replaces and test mode never scores -1, and what
+    the pipelines fail on, check calls bad (here: every kind of damage we can make)."""
+    from ppsn.data import check
+    from ppsn.data.clips import ClipSpec
+    from ppsn.data.lists import ListFileSource
+
+    root = tmp_path / "ds"
+    shutil.copytree(toy_dir / "frames", root / "frames")
+    lines = (toy_dir / "val_frames.list").read_text().splitlines()[:8]
+    dirs = [root / line.split()[0] for line in lines]
+    small = media.frames(1, 64, 48)[0]
+    media.write_jpeg(str(dirs[0] / "img_00007.jpg"), small)  # one frame of another size
+    (dirs[1] / "img_00006.jpg").write_bytes(b"\xff\xd8 not a jpeg")  # a sampled frame
+    (dirs[2] / "img_00012.jpg").write_bytes(b"")  # the last frame, never sampled at valid/test
+    os.remove(dirs[3] / "img_00003.jpg")
+    (root / "frames.list").write_text("\n".join(lines) + "\n")
+    source = ListFileSource(str(root / "frames.list"), "frames", str(root), 10)
+    specs = [ClipSpec("train", 3, 40, 32), ClipSpec("valid", 3, 40, 32),
+             ClipSpec("test", 2, 40, 32, device_crops=True, canvas=64)]
+
+    failed = _pipeline_failures(source, specs)
+    num_ok, bad, _ = check.run_check(str(root / "frames.list"), "frames", str(root), 10,
+                                     str(tmp_path / "r.tsv"), progress=False, specs=specs)
+    flagged = {next(r["index"] for r in source.records if r["frame_dir"] == where)
+               for where, _ in bad}
+    assert failed <= flagged, (failed, bad)  # nothing the pipelines fail on passes the check
+    assert {0, 1, 3} <= failed  # (the damage is real: the pipelines do fail on it)
+    assert flagged == {0, 1, 2, 3} and num_ok == 4, bad
+    reasons = dict(bad)
+    assert "frames of different sizes: img_00007.jpg is 64x48, img_00001.jpg 128x96" in \
+        reasons[str(dirs[0])]
+    assert reasons[str(dirs[2])].startswith("img_00012.jpg: empty image file")

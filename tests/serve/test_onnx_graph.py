@@ -9,9 +9,10 @@ from ppsn.data.transforms import normalize
 from ppsn.models import TSN
 from ppsn.serve import onnx_graph
 from ppsn.train import initialize
+from tests.conftest import require_module, skip_unless_cpu_bf16
 
-ort = pytest.importorskip("onnxruntime")  # the 'serve' extra (installed by '.[test]')
-ov = pytest.importorskip("openvino")
+ort = require_module("onnxruntime")  # the 'serve' extra (installed by '.[test]'; CI: required)
+ov = require_module("openvino")
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +53,7 @@ def test_r50_openvino_bf16_keeps_the_fp32_top1(r50, pptsn_fixture_dir, record_pr
     0.023): rounding the first activations to bf16 is what the chaotic net amplifies most."""
     from ppsn.serve.backends import OpenVinoBackend
 
-    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-        pytest.skip("this CPU has no bf16 support")
+    skip_unless_cpu_bf16()
     report = {}
     for case in ("A", "B"):
         x = np.load(pptsn_fixture_dir / f"case{case}_input.npy").transpose(0, 1, 3, 4, 2)

@@ -1,10 +1,8 @@
 """Distillation: the losses, a frozen kd teacher inside the jitted step, DML, and real toy runs."""
 
 import hashlib
-import json
 import os
 import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +12,7 @@ import pytest
 from ppsn import checkpoint, parallel
 from ppsn.checkpoint import load_weights
 from ppsn.recipe import pptsn_config
+from ppsn.data.transforms import normalize
 from ppsn.train import initialize, losses, optim, steps, tasks
 from tests.conftest import REPO_ROOT
 from tests.train.test_loop import _tiny_flags
@@ -134,35 +133,76 @@ def _tree_digest(directory):
 def _run(cmd, timeout=900):
     out = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stderr[-4000:]
-    return out.stderr
+    return out.stdout
 
 
-def test_toy_student_distilled_from_a_better_teacher(full_toy_dir, tmp_path, record_property):
-    """A student distilled for a few epochs does at least as well as the same student alone
-    (same seed, same steps); the teacher checkpoint and its in-step copy stay bit-identical."""
-    common = dict(batch_size=32, valid_batch_size=40, **{"data.short_size": 64,
-                                                         "data.target_size": 56})
+def test_a_kd_step_pulls_the_students_logits_toward_the_teachers():
+    """The mechanism, not an anecdote: from the same student, one real kd train step brings
+    its logits closer to a (confident) teacher's than one plain step does, and closer than
+    they were. (The toy comparison over several seeds is in the README.)"""
+    config = pptsn_config()
+    config.model.depth, config.model.num_classes, config.model.dropout_rate = 18, 10, 0.0
+    config.num_epochs, config.loss.mixup_alpha = 10, 0.0  # no randomness in the step
+    config.optim.warmup_epochs, config.optim.base_lr = 0, 0.05
+    config.distill.mode, config.distill.teacher_depth = "kd", 18
+    config.distill.temperature, config.distill.weight = 4.0, 10.0
+    teacher = tasks.teacher_model(config, jnp.float32)
+    t_vars = jax.tree.map(np.asarray, initialize.scratch_variables(teacher, 1))
+    t_vars["params"]["fc"]["kernel"] = t_vars["params"]["fc"]["kernel"] * 50  # an opinion
+    student = jax.tree.map(np.asarray, initialize.scratch_variables(teacher, 0))
+    data = np.random.default_rng(0)
+    frames = data.integers(0, 256, (8, 2, 32, 32, 3), dtype=np.uint8)
+    labels = data.integers(0, 10, 8).astype(np.int32)
+    mesh = parallel.make_mesh()
+    kd_task = tasks.KdTask(config, teacher_variables=t_vars)
+
+    @jax.jit
+    def kd_term(params, batch_stats):
+        targets = losses.Targets.unmixed(jnp.asarray(labels))
+        _, (_, _, parts) = kd_task.loss(params, batch_stats, normalize(frames), targets,
+                                        jax.random.PRNGKey(0), (t_vars,))
+        return parts["kd"]
+
+    def distance(params, batch_stats):
+        """kd's own term: T^2 KL(teacher || student) on this batch (train-mode BN)."""
+        return float(kd_term(params, batch_stats))
+
+    def one_step(task):
+        cfg = steps.step_config(task, config, steps_per_epoch=10)
+        train, _ = steps.jit_steps(cfg, mesh)
+        state = jax.device_put(steps.create_state(student, cfg.tx), parallel.replicated(mesh))
+        state, _ = train(state, parallel.to_global({"frames": frames, "label": labels}, mesh),
+                         jax.random.PRNGKey(0))
+        return jax.device_get(state.params), jax.device_get(state.batch_stats)
+
+    before = distance(student["params"], student["batch_stats"])
+    after_kd = distance(*one_step(kd_task))
+    after_plain = distance(*one_step(tasks.Task(config)))
+    assert after_kd < 0.9 * before and after_kd < 0.9 * after_plain, (before, after_kd,
+                                                                     after_plain)
+
+
+def test_toy_kd_run_logs_both_losses_and_leaves_the_teacher_untouched(toy_dir, tmp_path):
+    """A real kd run (the toy distill config's path) from a teacher checkpoint: the log shows
+    ce and kd, the student is served, and the teacher on disk stays bit-identical."""
     teacher_dir = tmp_path / "teacher"
-    _run(_tiny_flags(full_toy_dir, teacher_dir, num_epochs=12, **common))
-    with open(teacher_dir / "best" / checkpoint.META_FILE) as f:
-        teacher_top1 = json.load(f)["top1"]
-    digest = _tree_digest(teacher_dir / "best")
-
-    results = {}
-    for name, extra in (("alone", {}), ("kd", {"distill.mode": "kd", "distill.teacher_depth": 18,
-                                               "distill.teacher_checkpoint": teacher_dir / "best"})):
-        workdir = tmp_path / name
-        log = _run(_tiny_flags(full_toy_dir, workdir, num_epochs=3, **common, **extra))
-        with open(workdir / "best" / checkpoint.META_FILE) as f:
-            results[name] = json.load(f)["top1"]
-        if name == "kd":
-            assert " ce: " in log and " kd: " in log and "kd distillation" in log
-    record_property("toy_top1", {"teacher": teacher_top1, **results})
-    print(f"toy top1: teacher {teacher_top1:.3f}, student alone {results['alone']:.3f}, "
-          f"student kd {results['kd']:.3f}")
-    assert teacher_top1 > results["alone"], "the teacher should be the better model"
-    assert results["kd"] >= results["alone"], results
-    assert _tree_digest(teacher_dir / "best") == digest  # the teacher on disk is untouched
+    t_vars = jax.tree.map(np.asarray, initialize.scratch_variables(
+        tasks.teacher_model(pptsn_config(), jnp.float32).clone(depth=18, num_classes=10), 1))
+    checkpoint.save_variables(teacher_dir, t_vars, {"depth": 18, "num_classes": 10})
+    digest = _tree_digest(teacher_dir)
+    workdir = tmp_path / "kd"
+    cmd = _tiny_flags(toy_dir, workdir, num_epochs=1, **{
+        "distill.mode": "kd", "distill.teacher_depth": 18,
+        "distill.teacher_checkpoint": teacher_dir})
+    cmd[cmd.index("--config=configs/pptsn_toy.py")] = "--config=configs/pptsn_toy_distill.py"
+    log = _run(cmd)
+    assert "kd distillation: student ResNet18-vd, frozen teacher ResNet18-vd" in log
+    step_lines = [line for line in log.splitlines() if "train step:" in line]
+    assert step_lines and all(" ce: " in line and " kd: " in line for line in step_lines)
+    best, meta = checkpoint.load_variables(workdir / "best")
+    assert meta["task"] == "kd" and meta["depth"] == 18
+    assert jax.tree.structure(best) == jax.tree.structure(t_vars)  # the student alone
+    assert _tree_digest(teacher_dir) == digest
 
 
 def test_dml_run_checkpoints_both_and_serves_the_student(toy_dir, tmp_path):

@@ -14,10 +14,13 @@ from ppsn.train import steps, tasks
 from tests.conftest import REPO_ROOT
 
 
-def _setup(amp):
+def _setup(amp, **overrides):
     config = pptsn_config()
     config.model.depth, config.model.num_classes, config.amp = 18, 10, str(amp)
     config.num_epochs = 10
+    for key, value in overrides.items():
+        section, field = key.split(".")
+        config[section][field] = value
     task = tasks.Task(config)
     model = task.model
     variables = jax.tree.map(np.asarray, task.scratch_variables(0))
@@ -43,21 +46,62 @@ def test_bf16_compute_keeps_float32_state():
     assert int(state.step) == 1
 
 
-def test_step_rng_comes_from_fold_in_of_the_step():
-    _, train, _, state, batch, mesh = _setup(amp=False)
+def _loss_at_step(train, state, batch, rng, step):
+    """The loss of one train step taken from ``state`` as if it were step ``step`` (the loss
+    is computed before the update, so only the step's randomness can change it)."""
+    at = jax.tree.map(jnp.copy, state).replace(step=jnp.asarray(step, jnp.int32))
+    return float(train(at, batch, rng)[1]["loss"])
+
+
+def test_the_step_number_changes_the_mixup_and_nothing_else():
+    """The step's randomness is ``fold_in(rng, step)``: with dropout off, the only randomness
+    is mixup's, so the same rng at another step gives another loss (another lambda and
+    permutation), the same step gives the same loss, and without mixup the step changes
+    nothing."""
+    _, train, _, state, batch, mesh = _setup(amp=False, **{"model.dropout_rate": 0.0})
     b = parallel.to_global({k: batch[k] for k in ("frames", "label")}, mesh)
-    a1, m1 = train(jax.tree.map(jnp.copy, state), b, jax.random.PRNGKey(0))
-    a2, m2 = train(jax.tree.map(jnp.copy, state), b, jax.random.PRNGKey(0))
-    _, m3 = train(jax.tree.map(jnp.copy, state), b, jax.random.PRNGKey(1))
-    assert float(m1["loss"]) == float(m2["loss"])  # same rng and step: same mixup/dropout
-    assert float(m1["loss"]) != float(m3["loss"])
+    rng = jax.random.PRNGKey(0)
+    at_0, again_0, at_5 = (_loss_at_step(train, state, b, rng, s) for s in (0, 0, 5))
+    assert at_0 == again_0
+    assert at_0 != at_5
+    # Another base rng at the same step: another mixup too.
+    assert at_0 != _loss_at_step(train, state, b, jax.random.PRNGKey(1), 0)
+
+    _, train, _, state, batch, mesh = _setup(amp=False, **{"model.dropout_rate": 0.0,
+                                                          "loss.mixup_alpha": 0.0})
+    b = parallel.to_global({k: batch[k] for k in ("frames", "label")}, mesh)
+    assert _loss_at_step(train, state, b, rng, 0) == _loss_at_step(train, state, b, rng, 5)
 
 
-def test_eval_step_counts_only_masked_examples():
+def test_eval_step_sums_only_the_real_examples():
+    """Padded rows (mask False) change neither the loss, the top-1/top-5 sums nor the count,
+    whatever their frames and labels; the sums are those of the real rows alone."""
     _, _, evaluate, state, batch, mesh = _setup(amp=False)
-    sums = parallel.to_host(evaluate(state, parallel.to_global(batch, mesh)))
-    assert float(sums["count"]) == 3.0
-    assert 0.0 <= float(sums["top1"]) <= 3.0 and float(sums["loss"]) > 0
+    real = {"frames": batch["frames"][:3], "label": batch["label"][:3],
+            "mask": np.ones(3, bool)}
+    data = np.random.default_rng(1)
+
+    def padded(label):
+        return {"frames": np.concatenate([real["frames"], data.integers(
+                    0, 256, (5, 2, 32, 32, 3), dtype=np.uint8)]),
+                "label": np.concatenate([real["label"], np.full(5, label, np.int32)]),
+                "mask": np.array([1, 1, 1, 0, 0, 0, 0, 0], bool)}
+
+    def sums(b):
+        return parallel.to_host(evaluate(state, parallel.to_global(b, mesh)))
+
+    alone = sums(real)
+    assert float(alone["count"]) == 3.0
+    for label in (-1, 0, 9):  # padding's -1, and labels the padded rows' logits may favour
+        got = sums(padded(label))
+        for key in ("loss", "top1", "top5", "count"):
+            np.testing.assert_allclose(float(got[key]), float(alone[key]), rtol=1e-5,
+                                       err_msg=f"{key} with padded labels {label}")
+    # The mask, not the position, decides: unmasking a padded row changes the sums.
+    opened = padded(0)
+    opened["mask"][3] = True
+    assert float(sums(opened)["count"]) == 4.0
+    assert float(sums(opened)["loss"]) != float(alone["loss"])
 
 
 @pytest.fixture(scope="module")
