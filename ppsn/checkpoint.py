@@ -18,15 +18,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 from typing import Any, Mapping
 
 import numpy as np
+
+from ppsn import paths
 
 VARIABLES_DIR = "variables"
 META_FILE = "ppsn.json"
 BEST_DIR = "best"
 TRAIN_DIR = "checkpoints"
+COMMIT_MARKER = "commit_success.txt"  # Orbax's: a step written in a bucket is complete
 
 
 def _is_primary() -> bool:
@@ -52,19 +54,14 @@ def _sync(name: str) -> None:
 # --- paths and file-system operations of a save, kept together --------------------------------
 
 
-def _abspath(directory: str | os.PathLike) -> str:
-    return os.path.abspath(os.fspath(directory))
+def _abspath(directory) -> str:
+    return os.fspath(paths.absolute(directory))
 
 
 def _siblings(directory: str) -> tuple[str, str]:
     """Where a save writes the new checkpoint and moves the old one: the same names on every
     process."""
     return directory + ".ppsn-tmp", directory + ".ppsn-old"
-
-
-def _remove_tree(path: str) -> None:
-    if os.path.lexists(path):
-        shutil.rmtree(path)
 
 
 def check_replaceable(directory: str | os.PathLike, *, force: bool, marker: str = META_FILE,
@@ -74,14 +71,15 @@ def check_replaceable(directory: str | os.PathLike, *, force: bool, marker: str 
     earlier output of the same kind (it holds ``marker``: ``ppsn.json`` for a checkpoint).
     Anything else is never replaced. Used for checkpoints, exports and test reports."""
     directory = _abspath(directory)
-    if not os.path.lexists(directory):
+    target = paths.path(directory)
+    if not (os.path.lexists(directory) if not paths.is_remote(directory) else target.exists()):
         return
     if not force:
         raise FileExistsError(f"{directory}: already exists (pass force=True / --force to replace it)")
-    if not os.path.isdir(directory) or os.path.islink(directory):
+    if not target.is_dir() or os.path.islink(directory):
         raise FileExistsError(f"{directory}: is not a directory, so not a {kind}; "
                               "refusing to replace it even with --force")
-    if os.listdir(directory) and not os.path.isfile(os.path.join(directory, marker)):
+    if paths.listdir(directory) and not (target / marker).is_file():
         raise FileExistsError(f"{directory}: is not a {kind} (no {marker}); refusing "
                               "to replace it even with --force (remove it or pick another output)")
 
@@ -97,54 +95,57 @@ def prepare_replacement(directory: str | os.PathLike) -> str:
     return _prepare(_abspath(directory))
 
 
-def swap_in(directory: str | os.PathLike) -> None:
+def swap_in(directory: str | os.PathLike, marker: str | None = None) -> None:
     """Put the written temporary sibling in place of ``directory`` (see :func:`_swap_in`)."""
-    _swap_in(_abspath(directory))
+    _swap_in(_abspath(directory), marker)
 
 
 @contextlib.contextmanager
 def replacing(directory: str | os.PathLike, *, force: bool, marker: str, kind: str):
-    """Write a new output directory atomically (one process): checks
-    :func:`check_replaceable`, yields the temporary sibling to write into, and on success
-    renames it into place; on failure it is removed and the old output stays as it was."""
+    """Write a new output directory (one process): checks :func:`check_replaceable`, yields the
+    temporary sibling to write into, and on success puts it in place (:func:`_swap_in`); on
+    failure it is removed and the old output stays as it was."""
     check_replaceable(directory, force=force, marker=marker, kind=kind)
     tmp = prepare_replacement(directory)
     try:
         yield tmp
     except BaseException:
-        _remove_tree(tmp)
+        paths.remove_tree(tmp)
         raise
-    swap_in(directory)
+    swap_in(directory, marker)
 
 
 def _prepare(directory: str) -> str:
     """Clear what a crashed save left and create the empty temporary sibling; returns it."""
     tmp, old = _siblings(directory)
-    _remove_tree(tmp)
-    if os.path.lexists(directory):  # else ``old`` may be the only copy left: kept until the swap
-        _remove_tree(old)
-    os.makedirs(tmp)
+    paths.remove_tree(tmp)
+    if paths.exists(directory):  # else ``old`` may be the only copy left: kept until the swap
+        paths.remove_tree(old)
+    paths.makedirs(tmp)
     return tmp
 
 
 def _write_meta(tmp: str, meta: Mapping[str, Any]) -> None:
-    with open(os.path.join(tmp, META_FILE), "w") as f:
-        json.dump(dict(meta), f, indent=2, sort_keys=True)
+    paths.path(paths.join(tmp, META_FILE)).write_text(
+        json.dumps(dict(meta), indent=2, sort_keys=True))
 
 
-def _swap_in(directory: str) -> None:
-    """Rename the temporary sibling to ``directory``; an existing ``directory`` is moved aside
-    first (and put back if the second rename fails), then deleted."""
+def _swap_in(directory: str, marker: str | None = META_FILE) -> None:
+    """Move the temporary sibling to ``directory``; an existing ``directory`` is moved aside
+    first (and put back if the second move fails), then deleted. Locally each move is one
+    atomic rename. In a bucket a move is a copy then a delete, with ``marker`` copied last
+    (:func:`ppsn.paths.move_tree`): at every moment one complete copy holds its marker, under
+    ``directory``, its ``.ppsn-tmp`` or its ``.ppsn-old`` name."""
     tmp, old = _siblings(directory)
-    if os.path.lexists(directory):
-        os.rename(directory, old)
+    if paths.exists(directory):
+        paths.move_tree(directory, old, last=marker)
     try:
-        os.rename(tmp, directory)
+        paths.move_tree(tmp, directory, last=marker)
     except BaseException:
-        if os.path.lexists(old) and not os.path.lexists(directory):
-            os.rename(old, directory)
+        if paths.exists(old) and not paths.exists(directory):
+            paths.move_tree(old, directory, last=marker)
         raise
-    _remove_tree(old)
+    paths.remove_tree(old)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -178,12 +179,12 @@ def save_variables(directory: str | os.PathLike, variables: Mapping[str, Any],
         _prepare(directory)
     _sync("ppsn:save_variables:start")
     try:
-        _write_tree(os.path.join(tmp, VARIABLES_DIR), {k: v for k, v in variables.items()})
+        _write_tree(paths.join(tmp, VARIABLES_DIR), {k: v for k, v in variables.items()})
         if primary:
             _write_meta(tmp, meta)
     except BaseException:
         if primary:
-            _remove_tree(tmp)
+            paths.remove_tree(tmp)
         raise
     _sync("ppsn:save_variables:written")
     if primary:
@@ -196,15 +197,14 @@ def load_variables(directory: str | os.PathLike) -> tuple[dict, dict]:
     """Read a variables checkpoint; returns ``(variables as numpy arrays, meta)``."""
     import orbax.checkpoint as ocp
 
-    directory = os.path.abspath(os.fspath(directory))
-    tree_dir = os.path.join(directory, VARIABLES_DIR)
-    meta_path = os.path.join(directory, META_FILE)
-    if not os.path.isdir(tree_dir) or not os.path.isfile(meta_path):
+    directory = _abspath(directory)
+    tree_dir = paths.path(paths.join(directory, VARIABLES_DIR))
+    meta_path = paths.path(paths.join(directory, META_FILE))
+    if not meta_path.is_file() or not tree_dir.is_dir():
         raise FileNotFoundError(
             f"{directory}: not a ppsn variables checkpoint (expected {VARIABLES_DIR}/ and {META_FILE})"
         )
-    with open(meta_path) as f:
-        meta = json.load(f)
+    meta = json.loads(meta_path.read_text())
     with ocp.StandardCheckpointer() as ckptr:
         variables = ckptr.restore(tree_dir)
     variables = _to_numpy(variables)
@@ -222,12 +222,12 @@ def load_weights(path: str | os.PathLike) -> tuple[dict, dict]:
     workdir (its ``best/``, else its latest train checkpoint); returns ``(variables, meta)``
     where ``meta`` records ``path`` (what was read), and ``depth`` / ``num_classes`` when the
     checkpoint says them."""
-    path = os.path.abspath(os.fspath(path))
-    for candidate in (path, os.path.join(path, BEST_DIR)):
-        if os.path.exists(os.path.join(candidate, META_FILE)):
+    path = _abspath(path)
+    for candidate in (path, paths.join(path, BEST_DIR)):
+        if paths.exists(paths.join(candidate, META_FILE)):
             variables, meta = load_variables(candidate)
             return variables, {**meta, "path": candidate}
-    train_dir = os.path.join(path, TRAIN_DIR)
+    train_dir = paths.join(path, TRAIN_DIR)
     steps = saved_steps(path)
     if not steps:
         raise FileNotFoundError(f"{path}: not a ppsn checkpoint (no {META_FILE}, {BEST_DIR}/ "
@@ -236,11 +236,13 @@ def load_weights(path: str | os.PathLike) -> tuple[dict, dict]:
 
 
 def saved_steps(workdir: str | os.PathLike) -> list[int]:
-    """The steps of the complete train checkpoints in ``workdir/checkpoints``, oldest first."""
-    train_dir = os.path.join(os.fspath(workdir), TRAIN_DIR)
-    if not os.path.isdir(train_dir):
-        return []
-    return sorted(int(p) for p in os.listdir(train_dir) if p.isdigit())
+    """The steps of the complete train checkpoints in ``workdir/checkpoints``, oldest first
+    (locally Orbax renames a finished step into place; in a bucket it writes
+    ``commit_success.txt`` into it last)."""
+    train_dir = paths.join(_abspath(workdir), TRAIN_DIR)
+    remote = paths.is_remote(train_dir)
+    return sorted(int(p) for p in paths.listdir(train_dir) if p.isdigit() and (
+        not remote or paths.exists(paths.join(train_dir, p, COMMIT_MARKER))))
 
 
 class TrainCheckpointer:
@@ -258,7 +260,7 @@ class TrainCheckpointer:
         import orbax.checkpoint as ocp
 
         self._ocp, self._grain = ocp, grain
-        self.directory = os.path.join(os.path.abspath(workdir), TRAIN_DIR)
+        self.directory = paths.join(_abspath(workdir), TRAIN_DIR)
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
@@ -292,12 +294,12 @@ class TrainCheckpointer:
         import jax
         import orbax.checkpoint as ocp
 
-        step_dir = os.path.join(directory, str(step))
+        step_dir = paths.join(directory, str(step))
         with ocp.StandardCheckpointer() as ckptr:
-            state = ckptr.restore(os.path.join(step_dir, "state"))["state"]
-        meta_dir = os.path.join(step_dir, "meta")
+            state = ckptr.restore(paths.path(paths.join(step_dir, "state")))["state"]
+        meta_dir = paths.path(paths.join(step_dir, "meta"))
         meta = {}
-        if os.path.isdir(meta_dir):
+        if meta_dir.is_dir():
             meta = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(meta_dir)
         key = meta.get("serving_key")
         variables = {k: state[k][key] if key else state[k] for k in ("params", "batch_stats")}

@@ -29,7 +29,6 @@ a refused output, a missing ``onnx`` package).
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -80,7 +79,7 @@ def export_model(config, variables, output: str, platforms=PLATFORMS,
     """Write the export to ``output``: a new directory, or with ``force`` the replacement of an
     earlier export (it holds ``inference.json``; nothing else is ever replaced), written beside
     it and renamed into place, so a failed export leaves the old one as it was."""
-    from ppsn import backend, checkpoint
+    from ppsn import backend, checkpoint, paths
     from ppsn.data import pipeline
     from ppsn.models import TSN
 
@@ -129,14 +128,14 @@ def export_model(config, variables, output: str, platforms=PLATFORMS,
             "onnx": ONNX_FILE if onnx_model is not None else None}
     with checkpoint.replacing(output, force=force, marker=META_FILE,
                               kind="ppsn export") as tmp:
+        out = paths.path(tmp)  # local, or in a bucket (files written whole, inference.json last)
         if onnx_model is not None:
-            onnx_graph.save(onnx_model, os.path.join(tmp, ONNX_FILE))
-        with open(os.path.join(tmp, MODEL_FILE), "wb") as f:
-            f.write(exported.serialize())
-        np.savez(os.path.join(tmp, WEIGHTS_FILE),
-                 **{f"w{i:04d}": np.asarray(x, np.float32) for i, x in enumerate(leaves)})
-        with open(os.path.join(tmp, META_FILE), "w") as f:
-            json.dump(meta, f, indent=2)
+            with (out / ONNX_FILE).open("wb") as f:
+                onnx_graph.save(onnx_model, f)
+        (out / MODEL_FILE).write_bytes(exported.serialize())
+        with (out / WEIGHTS_FILE).open("wb") as f:
+            np.savez(f, **{f"w{i:04d}": np.asarray(x, np.float32) for i, x in enumerate(leaves)})
+        (out / META_FILE).write_text(json.dumps(meta, indent=2))
     return meta
 
 

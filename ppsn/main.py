@@ -13,12 +13,11 @@ or video by :mod:`ppsn.preflight`).
 """
 
 import logging
-import os
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from ppsn import cli
+from ppsn import cli, paths
 
 config_flags.DEFINE_config_file("config", None, "ml_collections config file", lock_config=True)
 flags.DEFINE_string("workdir", None, "where checkpoints, logs and the best model go")
@@ -49,7 +48,7 @@ def run(argv) -> int:
     from ppsn.test_mode import run_test
 
     summary = run_test(config, FLAGS.weights,
-                       FLAGS.workdir or os.path.join(FLAGS.weights, "test"), force=FLAGS.force)
+                       FLAGS.workdir or paths.join(FLAGS.weights, "test"), force=FLAGS.force)
     bad = summary["failed"] + summary["skipped_lines"]
     return cli.SOME_INPUTS_BAD if bad else cli.OK
 

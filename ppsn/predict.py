@@ -18,7 +18,6 @@ list that cannot be used, or inputs holding no video at all).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import numpy as np
@@ -31,13 +30,15 @@ from ppsn.serve.predictor import Predictor
 def _inputs(paths):
     """The video files the ``--input_file`` values name; a directory without video files is
     yielded as ``(path, None)``."""
-    for path in paths:
-        if os.path.isdir(path):
-            names = [n for n in sorted(os.listdir(path)) if n.lower().endswith(VIDEO_EXTENSIONS)]
+    from ppsn import paths as ppsn_paths
+
+    for path in paths:  # local, or gs:// (read through ppsn.paths)
+        if ppsn_paths.is_dir(path):
+            names = [n for n in ppsn_paths.listdir(path) if n.lower().endswith(VIDEO_EXTENSIONS)]
             if not names:
                 yield path, None
             for name in names:
-                yield os.path.join(path, name), name
+                yield ppsn_paths.join(path, name), name
         else:
             yield path, path
 
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
         print(f"error: {args.model_dir}: not an exported model ({e.strerror}: {e.filename})",
               file=sys.stderr)
         return cli.USAGE
-    except (MissingRuntime, BackendError) as e:
+    except (MissingRuntime, BackendError, cli.UserError) as e:
         print(cli.one_line(e), file=sys.stderr)
         return cli.USAGE
     from ppsn.data.labels import read_label_names

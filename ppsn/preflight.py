@@ -16,9 +16,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from typing import Any
 
+from ppsn import paths
 from ppsn.cli import ConfigError
 
 MODES = ("train", "test", "export")
@@ -78,7 +78,7 @@ def check(config, mode: str, devices: int, *, workdir: str | None = None,
             inputs.valid = _source(config, "valid", problems)
     elif mode == "test" and values_ok:
         inputs.test = _source(config, "test", problems)
-    if mode != "export" and config.data.label_list:
+    if mode == "test" and config.data.label_list:  # the reports' class names (training has no use)
         inputs.label_names = _label_names(config.data.label_list, config.model.num_classes,
                                           problems)
     if mode == "train" and values_ok:
@@ -272,19 +272,17 @@ def _label_names(path: str, num_classes: int, problems: _Problems) -> list[str] 
 def _read_meta(path: str) -> dict | None:
     from ppsn import checkpoint
 
-    meta_path = os.path.join(path, checkpoint.META_FILE)
-    if not os.path.isfile(meta_path) or not os.path.isdir(
-            os.path.join(path, checkpoint.VARIABLES_DIR)):
+    meta_path = paths.path(paths.join(path, checkpoint.META_FILE))
+    if not meta_path.is_file() or not paths.is_dir(paths.join(path, checkpoint.VARIABLES_DIR)):
         return None
-    with open(meta_path) as f:
-        return json.load(f)
+    return json.loads(meta_path.read_text())
 
 
 def _check_checkpoint(field: str, path: str, depth: int, problems: _Problems,
                       num_classes: int | None = None) -> None:
     """A ppsn variables checkpoint at ``path`` holding a ResNet-``depth``-vd (and
     ``num_classes`` classes when given)."""
-    if not os.path.exists(path):
+    if not paths.exists(path):
         problems.append(f"--config.{field}={path} does not exist (convert a PaddleVideo / "
                         f"PaddleClas file with: python -m ppsn.convert.paddle --pdparams FILE "
                         f"--depth {depth} --output {path})")

@@ -26,15 +26,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import logging
-import os
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
-from ppsn import backend, checkpoint, compilation, parallel, preflight
+from ppsn import backend, checkpoint, compilation, parallel, paths, preflight
 from ppsn.data import pipeline
 from ppsn.data.transforms import normalize, ten_crop_on_device
 from ppsn.models import chunked_logits
@@ -111,8 +111,11 @@ def _run_test(config, weights, output_dir, force, compiles) -> dict:
     if show:
         checkpoint.prepare_replacement(output_dir)
     checkpoint.sync("ppsn:test:output")
-    ds = pipeline.eval_dataset(source, spec, local,
-                               skip_log=os.path.join(staging, "bad_samples.jsonl"))
+    # Appended to by the loader's workers: a local file (or a local copy of one in a bucket)
+    # that ends up beside the reports.
+    skip_log = paths.Mirror(paths.join(staging, "bad_samples.jsonl" if jax.process_count() == 1
+                                       else f"bad_samples.process{jax.process_index()}.jsonl"))
+    ds = pipeline.eval_dataset(source, spec, local, skip_log=skip_log.local)
     n = len(source)
     scores = np.full((n, num_classes), np.nan, np.float32)
     labels = np.full(n, -1, np.int64)
@@ -164,9 +167,11 @@ def _run_test(config, weights, output_dir, force, compiles) -> dict:
         "compilations": compiles.total, "compiled": compiles.compiled,
         "config": json.loads(config.to_json_best_effort()),
     }
+    skip_log.close()  # each process's bad-sample log is in the staging directory
+    checkpoint.sync("ppsn:test:logs")
     if show:
         _write_reports(staging, video_ids, labels, pred, scores, failed, names, summary)
-        checkpoint.swap_in(output_dir)
+        checkpoint.swap_in(output_dir, "summary.json")
     log.info(compiles.summary())
     lines = f", {len(skipped)} list lines skipped (not scored)" if skipped else ""
     print(f"Top-1: {summary['top1']:.4f}  Top-5: {summary['top5']:.4f}  ({n} videos, "
@@ -194,28 +199,28 @@ def _all_video_ids(local: dict[int, str], n: int) -> list[str]:
 
 
 def _write_reports(output_dir, video_ids, labels, pred, scores, failed, names, summary):
-    with open(os.path.join(output_dir, "ledger.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["video_id", "label", "prediction", "score"])
-        for i, vid in enumerate(video_ids):
-            s = "" if failed[i] else f"{scores[i, pred[i]]:.6f}"
-            writer.writerow([vid, int(labels[i]), int(pred[i]), s])
-    with open(os.path.join(output_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    def write_csv(name, header, rows):
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(header)
+        writer.writerows(rows)
+        paths.path(paths.join(output_dir, name)).write_text(text.getvalue())
+
+    write_csv("ledger.csv", ["video_id", "label", "prediction", "score"],
+              ([vid, int(labels[i]), int(pred[i]), "" if failed[i] else f"{scores[i, pred[i]]:.6f}"]
+               for i, vid in enumerate(video_ids)))
+    paths.path(paths.join(output_dir, "summary.json")).write_text(json.dumps(summary, indent=2))
     k = len(names)
     confusion = np.zeros((k, k), np.int64)
     for y, p in zip(labels, pred):
         if p >= 0:
             confusion[y, p] += 1
-    with open(os.path.join(output_dir, "per_class.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["class_id", "name", "count", "correct", "accuracy"])
-        for c in range(k):
-            count = int((labels == c).sum())
-            correct = int(confusion[c, c])
-            writer.writerow([c, names[c], count, correct,
-                             f"{correct / count:.4f}" if count else ""])
-    _plot_confusion(confusion, names, os.path.join(output_dir, "confusion_matrix.png"))
+    counts = [int((labels == c).sum()) for c in range(k)]
+    write_csv("per_class.csv", ["class_id", "name", "count", "correct", "accuracy"],
+              ([c, names[c], counts[c], int(confusion[c, c]),
+                f"{confusion[c, c] / counts[c]:.4f}" if counts[c] else ""] for c in range(k)))
+    with paths.path(paths.join(output_dir, "confusion_matrix.png")).open("wb") as f:
+        _plot_confusion(confusion, names, f)
 
 
 def _plot_confusion(confusion, names, path):
@@ -236,5 +241,5 @@ def _plot_confusion(confusion, names, path):
     ax.set_ylabel("true")
     ax.set_title("confusion matrix (row-normalized)")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=80, format="png")
     plt.close(fig)

@@ -105,3 +105,34 @@ def toy_tfds_dir(tmp_path_factory, toy_dir):
     out = tmp_path_factory.mktemp("toy_tfds")
     prepare("toy", str(toy_dir), str(out), "frames")
     return out
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    """A GCS-compatible server on 127.0.0.1 (``tests.gcs_server``) for this test process; the
+    environment points gcsfs, TensorStore and ArrayRecord (and the commands the tests start)
+    at it."""
+    import importlib.util
+
+    for name in ("gcsfs", "gcp_storage_emulator"):
+        # found, not imported: gcsfs reads its settings (tests.gcs_server.env_for) on import
+        if importlib.util.find_spec(name) is None:
+            require_module(name)
+    from tests.gcs_server import GcsServer
+
+    server = GcsServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gcs_dir(gcs_server, request):
+    """A fresh ``gs://ppsn-test/<test>-<id>`` prefix for one test."""
+    import uuid
+
+    from tests.gcs_server import BUCKET
+
+    import re
+
+    name = re.sub(r"[^\w-]", "_", request.node.name)[:40]
+    return f"gs://{BUCKET}/{name}-{uuid.uuid4().hex[:8]}"

@@ -25,7 +25,7 @@ def test_a_second_identical_run_compiles_nothing_new(toy_dir, tmp_path):
                           compilation_cache_dir=str(cache))
         done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
-        logs.append(done.stderr)
+        logs.append(done.stdout + done.stderr)  # ppsn's log on stdout, JAX's on stderr
     first, second = _compilations(logs[0]), _compilations(logs[1])
     assert first[0] > 0 and first[1] == 0
     assert second == (0, first[0]), (first, second)  # everything loaded from the cache

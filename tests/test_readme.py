@@ -36,6 +36,8 @@ RULES = [
      T + "train/test_parallel.py::test_one_device_and_eight_devices_give_the_same_loss"),
     (r"python -m ppsn\.main --config=configs/pptsn_(k400|ucf101)_frames\.py --workdir=\S+( --config\.amp=(True|False))?",
      "test", T + "train/test_loop.py::test_toy_run_learns_keeps_the_best_model_and_logs"),
+    (r"python -m ppsn\.main --config=configs/pptsn_k400_frames\.py --workdir=gs://\S+ .*", "test",
+     T + "test_gcs.py::test_a_run_in_a_bucket_killed_and_resumed_matches_a_local_run"),
     (r"python -m ppsn\.main --config=configs/pptsn_toy_distill\.py .*", "test",
      T + "train/test_distill.py::test_toy_kd_run_logs_both_losses_and_leaves_the_teacher_untouched"),
     (r"python -m ppsn\.main --config=configs/pptsn_k400_frames_distill_r101\.py .*", "test",
@@ -137,8 +139,10 @@ def test_ci_runs_the_readme_test_command():
 
 def test_extras_exist():
     setup = (REPO_ROOT / "setup.cfg").read_text()
-    for extra in ("serve", "test", "cuda", "tpu"):
+    for extra in ("serve", "gcs", "test", "cuda", "tpu"):
         assert re.search(rf"^{extra} =$", setup, re.M), extra
+    for extra in ("gcs", "test", "tpu"):  # gs:// paths, their tests, TPU VMs
+        assert "gcsfs" in setup.split(f"\n{extra} =")[1].split("\n\n")[0].split("\n# ")[0], extra
     serve = setup.split("serve =")[1].split("\n\n")[0].split("\n#")[0]
     assert all(p in serve for p in ("onnx", "onnxruntime", "openvino"))
 

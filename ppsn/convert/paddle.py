@@ -114,9 +114,10 @@ def load_pdparams(path: str | os.PathLike) -> dict[str, np.ndarray]:
     from the file runs), ``FileNotFoundError`` for a missing file and ``ValueError`` naming the
     file for anything else that is not a dict of numeric arrays.
     """
+    from ppsn import paths
+
     path = os.fspath(path)
-    with open(path, "rb") as f:
-        data = f.read()
+    data = paths.path(path).read_bytes()  # local, or gs://
     try:
         obj = _RestrictedUnpickler(io.BytesIO(data), path).load()
     except UnsafePickleError:
@@ -347,7 +348,7 @@ def to_flax(
 def main(argv=None) -> int:
     import argparse
 
-    from ppsn import checkpoint, cli
+    from ppsn import checkpoint, cli, paths
 
     parser = argparse.ArgumentParser(
         prog="python -m ppsn.convert.paddle",
@@ -368,7 +369,7 @@ def main(argv=None) -> int:
         return cli.USAGE
     try:
         state = load_pdparams(args.pdparams)
-    except (OSError, ValueError, pickle.UnpicklingError) as e:
+    except (OSError, ValueError, pickle.UnpicklingError, cli.UserError) as e:
         print(cli.one_line(e), file=sys.stderr)
         return cli.USAGE
     try:
@@ -380,7 +381,7 @@ def main(argv=None) -> int:
         print(cli.one_line(f"{args.pdparams}: {e}"), file=sys.stderr)
         return cli.USAGE
     meta = {"depth": args.depth, "num_classes": report.num_classes, "layout": report.layout,
-            "source": os.path.abspath(args.pdparams)}
+            "source": os.fspath(paths.absolute(args.pdparams))}
     try:
         path = checkpoint.save_variables(args.output, variables, meta, force=args.force)
     except FileExistsError as e:

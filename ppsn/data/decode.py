@@ -28,6 +28,8 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
+from ppsn import paths
+
 FRAME_SUFFIX = "img_{:05}.jpg"
 # Video files a folder listing takes (predict on a directory, the K400 official layout).
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".flv", ".m4v", ".mpg", ".mpeg")
@@ -98,7 +100,7 @@ def _stack(frames: list[np.ndarray], names: list[str]) -> np.ndarray:
 
 def frame_path(frame_dir: str, index: int, suffix: str = FRAME_SUFFIX) -> str:
     """The file of 0-based frame ``index`` in a frame folder (1-based names on disk)."""
-    return os.path.join(frame_dir, suffix.format(int(index) + 1))
+    return paths.join(frame_dir, suffix.format(int(index) + 1))
 
 
 def read_frame_bytes(frame_dir: str, index: int, suffix: str = FRAME_SUFFIX) -> bytes:
@@ -106,6 +108,8 @@ def read_frame_bytes(frame_dir: str, index: int, suffix: str = FRAME_SUFFIX) -> 
     :class:`DecodeError` naming that file."""
     path = frame_path(frame_dir, index, suffix)
     try:
+        if paths.is_remote(path):
+            return paths.path(path).read_bytes()
         with open(path, "rb") as f:
             return f.read()
     except FileNotFoundError:
@@ -157,6 +161,13 @@ class VideoFile:
         import av
 
         self.name = name or (source if isinstance(source, str) else "<video bytes>")
+        if isinstance(source, str) and paths.is_remote(source):  # demuxed whole anyway
+            try:
+                source = paths.path(source).read_bytes()
+            except FileNotFoundError:
+                raise DecodeError(self.name, "missing video file") from None
+            except OSError as e:
+                raise DecodeError(self.name, f"unreadable video file ({_plain(e)})") from None
         if isinstance(source, (bytes, bytearray)):
             if not source:
                 raise DecodeError(self.name, "empty video (0 bytes)")

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 
 def read_label_names(path: str) -> dict[int, str]:
-    """``{id: name}``; a malformed line is a ``ValueError`` naming the file and line."""
+    """``{id: name}``; a malformed line is a ``ValueError`` naming the file and line. ``path``
+    may be a ``gs://`` URL."""
+    from ppsn import paths
+
     names = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            fields = line.split(maxsplit=1)
-            if len(fields) != 2 or not fields[0].isdigit():
-                raise ValueError(f"{path}:{number}: expected 'id name', got {line.strip()!r}")
-            names[int(fields[0])] = fields[1].strip()
+    text = paths.path(path).read_text(encoding="utf-8")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split(maxsplit=1)
+        if len(fields) != 2 or not fields[0].isdigit():
+            raise ValueError(f"{path}:{number}: expected 'id name', got {line.strip()!r}")
+        names[int(fields[0])] = fields[1].strip()
     return names
 
 

@@ -22,6 +22,8 @@ import logging
 import os
 from typing import Any
 
+from ppsn import paths
+
 log = logging.getLogger(__name__)
 
 FORMATS = ("frames", "videos")
@@ -56,7 +58,7 @@ def parse_list_line(line: str, fmt: str, data_prefix: str, num_classes: int | No
     if label < 0 or (num_classes is not None and label >= num_classes):
         bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"
         raise ValueError(f"label {label} out of range {bound}")
-    full = path if os.path.isabs(path) else os.path.join(data_prefix, path)
+    full = paths.join(data_prefix, path)  # an absolute path (or gs:// URL) stays as it is
     video_id = os.path.splitext(os.path.basename(path.rstrip("/")))[0] if fmt == "videos" else path
     record = {"video_id": video_id, "label": label}
     if fmt == "frames":
@@ -85,8 +87,7 @@ class ListFileSource:
         self.records: list[dict[str, Any]] = []
         self.skipped: list[SkippedLine] = []
         try:
-            with open(list_file, encoding="utf-8") as f:
-                lines = f.read().splitlines()
+            lines = paths.path(list_file).read_bytes().decode("utf-8").splitlines()
         except FileNotFoundError:
             raise FileNotFoundError(f"list file not found: {list_file}") from None
         except UnicodeDecodeError as e:
@@ -114,8 +115,7 @@ class ListFileSource:
 
     def fingerprint(self) -> str:
         """sha256 of the list file's bytes: identifies exactly which list was evaluated."""
-        with open(self.list_file, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
+        return hashlib.sha256(paths.path(self.list_file).read_bytes()).hexdigest()
 
     def __repr__(self):
         return f"ListFileSource({self.list_file!r}, {self.format!r}, {len(self)} records)"

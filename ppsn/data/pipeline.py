@@ -51,6 +51,7 @@ from typing import Any, Iterator, Sequence
 import grain
 import numpy as np
 
+from ppsn import paths
 from ppsn.data.clips import ClipSpec, load_canvas_clip, load_clip, record_name
 from ppsn.data.decode import DecodeError
 from ppsn.data.lists import ListFileSource
@@ -405,10 +406,10 @@ def to_iterator(dataset: grain.MapDataset, loader: Loader | int | None = None) -
 def read_skip_log(path: str) -> list[dict[str, Any]]:
     """The bad samples a run logged (one dict per occurrence; a train step that a resumed run
     consumed again counts once)."""
-    if not path or not os.path.exists(path):
+    if not path or not paths.exists(path):
         return []
     entries, seen = [], set()
-    with open(path, encoding="utf-8") as f:
+    with paths.path(path).open() as f:
         for line in f:
             if not line.strip():
                 continue

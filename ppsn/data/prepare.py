@@ -23,6 +23,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import functools
+import json
 import os
 import sys
 from typing import Callable, Iterable, Iterator
@@ -86,8 +87,17 @@ def _pool(num_workers: int):
 
 def prepare(dataset: str, manual_dir: str, data_dir: str, config: str = "frames",
             num_workers: int = 1, *, window: int | None = None, shard_mb: float = 1024,
-            force: bool = False, progress: bool = False, **dataset_kwargs) -> Prepared:
-    """Prepare (or resume preparing) one dataset config; see the module docstring."""
+            force: bool = False, progress: bool = False, local_dir: str | None = None,
+            **dataset_kwargs) -> Prepared:
+    """Prepare (or resume preparing) one dataset config; see the module docstring. A bucket
+    ``data_dir`` (``gs://...``) is prepared in ``local_dir`` first (ArrayRecord files are
+    written locally), then uploaded (:func:`upload`)."""
+    from ppsn import paths
+
+    if paths.is_remote(data_dir):
+        return _prepare_to_bucket(dataset, manual_dir, data_dir, config, num_workers,
+                                  local_dir, window=window, shard_mb=shard_mb, force=force,
+                                  progress=progress, **dataset_kwargs)
     from ppsn.data import toy
     from ppsn.data.tfds import get_dataset, writer
     from ppsn.data.tfds.base import Skipped
@@ -146,6 +156,63 @@ def prepare(dataset: str, manual_dir: str, data_dir: str, config: str = "frames"
     return result
 
 
+def default_local_dir() -> str:
+    """Where a dataset for a bucket is prepared before its upload, unless ``--local_dir``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "ppsn", "prepare")
+
+
+def _prepare_to_bucket(dataset, manual_dir, data_dir, config, num_workers, local_dir,
+                       force=False, **kwargs) -> Prepared:
+    from ppsn import paths
+    from ppsn.data.tfds import get_dataset, writer
+    from ppsn.data.tfds.base import Skipped
+
+    name = get_dataset(dataset, config, **{k: v for k, v in kwargs.items()
+                                           if k not in ("window", "shard_mb", "progress")}).name
+    remote = writer.dataset_dir(data_dir, name, config)
+    if writer.is_prepared_dataset(remote) and not force:
+        return Prepared(name, config, remote, {}, [], already=True)
+    local_dir = local_dir or default_local_dir()
+    result = prepare(dataset, manual_dir, local_dir, config, num_workers, force=force, **kwargs)
+    if result.already:  # prepared locally by an earlier run whose upload did not finish
+        result.already = False
+        report = json.loads(paths.path(paths.join(result.data_dir, writer.REPORT_FILE))
+                            .read_text())
+        result.written = report["written"]
+        result.report = [Skipped(**x) for x in report["skipped"]]
+    print(f"uploading {result.data_dir} to {remote}", file=sys.stderr)
+    upload(result.data_dir, remote, force=force)
+    result.data_dir = remote
+    return result
+
+
+def upload(local: str, remote: str, force: bool = False) -> int:
+    """Copies a prepared dataset to a bucket, the metadata file that marks it complete last (a
+    reader never takes a partial upload for a dataset); an object already there with the same
+    size is not sent again, so an interrupted upload resumes. Returns the files sent."""
+    from ppsn import paths
+    from ppsn.data.tfds import writer
+
+    target = paths.path(remote)
+    if force and writer.is_prepared_dataset(remote):
+        (target / writer.METADATA_FILE).unlink()  # no longer a complete dataset from here on
+    names = sorted(os.listdir(local), key=lambda n: n == writer.METADATA_FILE)
+    sent = 0
+    for name in names:
+        source = os.path.join(local, name)
+        if os.path.isdir(source):
+            sent += paths.upload_tree(source, target / name)
+            continue
+        dest = target / name
+        if name != writer.METADATA_FILE and dest.exists() and \
+                dest.stat().length == os.path.getsize(source):
+            continue
+        paths.copy_file(source, dest)
+        sent += 1
+    return sent
+
+
 def summary(result: Prepared) -> str:
     if result.already:
         return (f"{result.name}/{result.config} already prepared in {result.data_dir} "
@@ -160,7 +227,7 @@ def summary(result: Prepared) -> str:
         example = next(s.path for s in result.report if s.reason == reason)
         lines.append(f"    {count} x {reason} (e.g. {example})")
     if result.report:
-        lines.append(f"  full list: {os.path.join(result.data_dir, 'prepare_report.json')}")
+        lines.append(f"  full list: {result.data_dir}/prepare_report.json")
     return "\n".join(lines)
 
 
@@ -172,7 +239,11 @@ def main(argv=None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     parser.add_argument("--manual_dir", required=True, help="folder with the downloaded files")
-    parser.add_argument("--data_dir", required=True, help="where the dataset is written")
+    parser.add_argument("--data_dir", required=True,
+                        help="where the dataset is written (a local folder or gs://bucket/path)")
+    parser.add_argument("--local_dir", default=None,
+                        help="for a gs:// --data_dir: the local folder it is prepared in before "
+                             f"the upload (default {default_local_dir()}; needs the dataset's size)")
     parser.add_argument("--config", default="frames", choices=("frames", "videos"))
     parser.add_argument("--num_workers", type=int, default=available_cpus(),
                         help="encoding processes (default: the CPUs this process may use)")
@@ -190,7 +261,7 @@ def main(argv=None) -> int:
     try:
         result = prepare(args.dataset, args.manual_dir, args.data_dir, args.config,
                          args.num_workers, window=args.window, shard_mb=args.shard_mb,
-                         force=args.force, progress=True, **extra)
+                         force=args.force, progress=True, local_dir=args.local_dir, **extra)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         print(cli.one_line(e), file=sys.stderr)
         return cli.USAGE

@@ -180,6 +180,15 @@ if __name__ == "__main__":
 def ensure_toy_data(data_cfg) -> None:
     """Write the embedded toy dataset to ``data_cfg.data_prefix`` when the config asks for it
     (``generate_toy``) and it is absent (a complete copy is kept as is)."""
-    if data_cfg.generate_toy and not os.path.exists(os.path.join(data_cfg.data_prefix, MARKER)):
+    if not data_cfg.generate_toy:
+        return
+    from ppsn import paths
+
+    if paths.is_remote(data_cfg.data_prefix):
+        raise ValueError(f"--config.data.generate_toy writes local files; data_prefix "
+                         f"{data_cfg.data_prefix} is a bucket: generate the toy data locally "
+                         "(python -m ppsn.data.toy DIR) and copy it there, then set "
+                         "--config.data.generate_toy=False")
+    if not os.path.exists(os.path.join(data_cfg.data_prefix, MARKER)):
         log.info("generating the toy dataset in %s", data_cfg.data_prefix)
         generate(data_cfg.data_prefix, progress=True)

@@ -19,3 +19,26 @@ ONNX_FILE = "model.onnx"
 def read_meta(model_dir: str) -> dict:
     with open(os.path.join(model_dir, META_FILE)) as f:
         return json.load(f)
+
+
+def local_copy(model_dir: str) -> str:
+    """``model_dir`` itself when local; an export in a bucket (``gs://...``) is copied once to a
+    local temporary directory (the runtimes read local files), whose path is returned."""
+    from ppsn import paths
+
+    if not paths.is_remote(model_dir):
+        return model_dir
+    import atexit
+    import shutil
+    import tempfile
+
+    source = paths.path(model_dir)
+    if not (source / META_FILE).exists():
+        raise FileNotFoundError(2, "No such file or directory", f"{model_dir}/{META_FILE}")
+    local = tempfile.mkdtemp(prefix="ppsn-model-")
+    atexit.register(shutil.rmtree, local, ignore_errors=True)
+    for name in (META_FILE, MODEL_FILE, WEIGHTS_FILE, ONNX_FILE):
+        if (source / name).exists():
+            with open(os.path.join(local, name), "wb") as f:
+                f.write((source / name).read_bytes())
+    return local

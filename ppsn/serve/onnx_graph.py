@@ -156,8 +156,8 @@ def build(variables, depth: int, views: int, height: int, width: int,
     return model
 
 
-def save(model, path: str) -> None:
-    """Writes ``model``; weights over 2 GB (ResNet-200 TSNs fit below) would need external data."""
+def save(model, path) -> None:
+    """Writes ``model`` to a path or a binary file object; weights over 2 GB (ResNet-200 TSNs fit below) would need external data."""
     _onnx().save_model(model, path)
 
 

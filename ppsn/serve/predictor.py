@@ -13,6 +13,7 @@ class Predictor:
 
     def __init__(self, model_dir: str, backend: str = "xla", precision: str = "fp32",
                  threads: int = 0):
+        model_dir = artifact.local_copy(model_dir)
         self.meta = artifact.read_meta(model_dir)
         self.runner = backends.load(model_dir, backend, precision, threads)
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from ppsn import backend, checkpoint
+from ppsn import backend, checkpoint, paths
 from ppsn.cli import ConfigError
 from ppsn.models import TSN, plan
 
@@ -83,7 +82,7 @@ def initial_variables(config, model: TSN):
         path = getattr(config, field)
         if not path:
             continue
-        if not os.path.exists(path):
+        if not paths.exists(path):
             raise FileNotFoundError(
                 f"--config.{field}={path} does not exist. Convert a PaddleVideo/PaddleClas file "
                 f"with: python -m ppsn.convert.paddle --pdparams FILE --depth "

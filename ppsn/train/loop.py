@@ -26,7 +26,7 @@ from typing import Any
 
 import jax
 
-from ppsn import backend, checkpoint, compilation, parallel, preflight
+from ppsn import backend, checkpoint, compilation, parallel, paths, preflight
 from ppsn.data import pipeline, toy
 from ppsn.train import prefetch, reporting, steps, tasks, validation
 
@@ -53,7 +53,7 @@ class Run:
     data_iter: Any
     ckpt: checkpoint.TrainCheckpointer
     writer: reporting.Writer
-    skip_log: str
+    skip_log: paths.Mirror  # this process's bad-sample log
     val: tuple | None  # (source, spec) when validating
     skipped_lines: dict = dataclasses.field(default_factory=dict)  # list file -> SkippedLines
 
@@ -75,13 +75,12 @@ class Progress:
 def setup(config, workdir: str) -> Run:
     """Data, task, compiled steps, the data iterator, the checkpointer and the writer."""
     parallel.initialize_distributed()
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
+    workdir = os.fspath(paths.makedirs(paths.absolute(workdir)))
     compilation.use_persistent_cache(config.compilation_cache_dir, workdir)
     if jax.process_index() == 0:
         toy.ensure_toy_data(config.data)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+        paths.path(paths.join(workdir, "config.json")).write_text(
+            config.to_json_best_effort(indent=2))
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
@@ -104,7 +103,8 @@ def setup(config, workdir: str) -> Run:
     log.info(task.describe())
     step_cfg = steps.step_config(task, config, steps_per_epoch)
     train_fn, eval_fn = steps.jit_steps(step_cfg, mesh)
-    skip_log = os.path.join(workdir, f"bad_samples.process{jax.process_index()}.jsonl")
+    # Each process appends to its own log; in a bucket, to a local copy pushed at checkpoints.
+    skip_log = paths.Mirror(paths.join(workdir, f"bad_samples.process{jax.process_index()}.jsonl"))
     train_spec = pipeline.clip_spec(config.data, "train")
     train_ds = pipeline.train_dataset(train_source, train_spec, local_batch, config.seed)
     loader = pipeline.loader_settings(config.data)
@@ -189,6 +189,8 @@ def save_checkpoint(run: Run, progress: Progress, state, rng, done: int, positio
         progress.meter.pack(run.config.log_interval).fetch()  # checks; logged later
     run.ckpt.save(done, state, rng, run.data_iter if position is None else position,
                   run.task.meta())
+    run.skip_log.push(now=True)
+    reporting.push_logs()
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -197,6 +199,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     The log goes to stdout and is appended to ``WORKDIR/train.log``; with several processes
     only process 0 prints the per-step lines (the others print warnings and errors)."""
     parallel.initialize_distributed()
+    workdir = os.fspath(paths.absolute(workdir))  # a gs:// URL stays one
     with reporting.run_logs(workdir, jax.process_index()):
         return _train_and_evaluate(config, workdir)
 
@@ -218,6 +221,7 @@ def _train_and_evaluate(config, workdir: str) -> dict:
         run.ckpt.wait()
         run.ckpt.close()
         run.writer.close()
+        run.skip_log.close()
     log.info(compiles.summary())
     summarize(run, progress)
     return progress.last_val
@@ -238,7 +242,7 @@ def train_steps(run: Run, progress: Progress, state, rng, start: int, stop: int)
             waited = time.perf_counter() - t0
             progress.meter.reader += waited
             progress.data_wait_s += waited
-            progress.replaced += pipeline.log_consumed_skips(skips, run.skip_log, step)
+            progress.replaced += pipeline.log_consumed_skips(skips, run.skip_log.local, step)
             state, metrics = run.train_fn(state, batch, rng)
             progress.meter.values.append(metrics)
             pending.append(metrics["loss"])
@@ -272,7 +276,7 @@ def train_steps(run: Run, progress: Progress, state, rng, start: int, stop: int)
 
 
 def summarize(run: Run, progress: Progress) -> None:
-    entries = pipeline.read_skip_log(run.skip_log)
+    entries = pipeline.read_skip_log(run.skip_log.target)
     log.info("data: %d bad samples replaced during training. %s", progress.replaced,
              pipeline.summarize_skips(entries) if entries else "")
     for list_file, skipped in run.skipped_lines.items():
@@ -280,4 +284,4 @@ def summarize(run: Run, progress: Progress) -> None:
                     len(skipped), list_file, skipped[0])
     if progress.last_val:
         log.info("best validation top1 %.4f (model in %s)", progress.best_top1,
-                 os.path.join(run.workdir, checkpoint.BEST_DIR))
+                 paths.join(run.workdir, checkpoint.BEST_DIR))

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppsn import parallel
+from ppsn import parallel, paths
 from ppsn.cli import UserError
 
 LOG_FILE = "train.log"
@@ -143,9 +143,7 @@ def run_logs(workdir: str, process_index: int):
     console.setLevel(logging.INFO if process_index == 0 else logging.WARNING)
     handlers = [console]
     if process_index == 0:
-        os.makedirs(workdir, exist_ok=True)
-        handlers.append(logging.FileHandler(os.path.join(workdir, LOG_FILE), mode="a",
-                                            encoding="utf-8"))
+        handlers.append(MirroredFileHandler(paths.join(os.fspath(workdir), LOG_FILE)))
     for handler in handlers:
         handler.setFormatter(formatter)
         logger.addHandler(handler)
@@ -181,22 +179,56 @@ def eta(step_times: list[float], steps_left: int) -> datetime.timedelta:
     return datetime.timedelta(seconds=int(np.mean(step_times[-20:]) * steps_left))
 
 
+class MirroredFileHandler(logging.FileHandler):
+    """Appends to ``target``: a local file directly; in a bucket (no appends there) a local copy
+    seeded with the object's content, pushed every 30 s as lines come and when closed."""
+
+    def __init__(self, target: str):
+        self.mirror = paths.Mirror(target, interval=30.0)
+        super().__init__(self.mirror.local, mode="a", encoding="utf-8")
+
+    def emit(self, record):
+        super().emit(record)
+        self.mirror.push()
+
+    def close(self):
+        super().close()
+        self.mirror.close()
+
+
+def push_logs() -> None:
+    """Copies ``train.log`` to its bucket now (a no-op for a local workdir): called at each
+    checkpoint, so a killed run's log reaches its last checkpoint."""
+    for handler in logging.getLogger("ppsn").handlers:
+        if isinstance(handler, MirroredFileHandler):
+            handler.flush()
+            handler.mirror.push(now=True)
+
+
 class Writer:
-    """TensorBoard scalars on process 0 (tensorboardX: no TensorFlow needed)."""
+    """TensorBoard scalars on process 0 (tensorboardX: no TensorFlow needed) in
+    ``WORKDIR/tensorboard``; for a bucket written locally and pushed at most once a minute and
+    when closed (tensorboardX's own gs:// writer re-uploads the whole file on every flush and
+    can hang at exit)."""
 
     def __init__(self, workdir):
-        self._writer = None
+        self._writer = self._mirror = None
         if jax.process_index() == 0:
             from tensorboardX import SummaryWriter
 
-            self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._mirror = paths.Mirror(paths.join(os.fspath(workdir), "tensorboard"),
+                                        directory=True, interval=60.0)
+            # A restart in the same second must not overwrite the earlier run's file.
+            self._writer = SummaryWriter(self._mirror.local, filename_suffix=f".{os.getpid()}")
 
     def scalars(self, prefix, values, step):
         if self._writer:
             for k, v in values.items():
                 self._writer.add_scalar(f"{prefix}/{k}", v, step)
             self._writer.flush()
+            self._mirror.push()
 
     def close(self):
         if self._writer:
             self._writer.close()
+            self._mirror.close()

@@ -32,13 +32,12 @@ Adding an objective means adding one class here and naming it in ``TASKS``.
 from __future__ import annotations
 
 import logging
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppsn import backend, checkpoint
+from ppsn import backend, checkpoint, paths
 from ppsn.train import initialize, losses
 
 log = logging.getLogger(__name__)
@@ -122,7 +121,7 @@ def load_teacher_variables(config, teacher) -> dict:
     """The teacher's variables from ``distill.teacher_checkpoint``, checked against its model
     (depth and class count must match; a mismatch names both)."""
     path = config.distill.teacher_checkpoint
-    if not os.path.exists(path):
+    if not paths.exists(path):
         raise FileNotFoundError(
             f"--config.distill.teacher_checkpoint={path} does not exist. Use a ppsn run's best/ "
             f"directory or convert a PaddleVideo model with: python -m ppsn.convert.paddle "

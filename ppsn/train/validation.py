@@ -9,7 +9,7 @@ import os
 
 import jax
 
-from ppsn import checkpoint, parallel
+from ppsn import checkpoint, parallel, paths
 from ppsn.data import pipeline
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,9 @@ def validate(eval_fn, state, source, spec, global_batch, mesh, loader=None,
 
 def best_top1(workdir: str) -> float:
     """The Top-1 of the model in ``WORKDIR/best`` (-1 when there is none yet)."""
-    meta = os.path.join(workdir, checkpoint.BEST_DIR, checkpoint.META_FILE)
-    if os.path.exists(meta):
-        with open(meta) as f:
-            return float(json.load(f).get("top1", -1.0))
+    meta = paths.path(paths.join(os.fspath(workdir), checkpoint.BEST_DIR, checkpoint.META_FILE))
+    if meta.exists():
+        return float(json.loads(meta.read_text()).get("top1", -1.0))
     return -1.0
 
 
@@ -51,7 +50,7 @@ def keep_best(workdir: str, task, state, metrics: dict, best: float, epoch: int,
         return best
     best = metrics["top1"]
     checkpoint.save_variables(  # replaces the old best atomically
-        os.path.join(workdir, checkpoint.BEST_DIR),
+        paths.join(os.fspath(workdir), checkpoint.BEST_DIR),
         parallel.to_host(task.serving_variables(state.params, state.batch_stats)),
         {**task.meta(), "top1": best, "epoch": epoch, "step": step, "layout": "ppsn"},
         force=True)

@@ -328,5 +328,5 @@ def test_force_replaces_only_a_dataset_ppsn_prepared(tmp_path):
                            "--manual_dir", str(manual), "--data_dir", str(tmp_path / "other"),
                            "--config", "videos", "--force"], capture_output=True, text=True,
                           timeout=600)
-    assert done.returncode == 1 and "is not a dataset ppsn prepared" in done.stderr
+    assert done.returncode == 2 and "is not a dataset ppsn prepared" in done.stderr
     assert (other / "notes.txt").read_text() == "mine" and len(os.listdir(other)) == 1

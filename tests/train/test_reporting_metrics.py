@@ -36,7 +36,7 @@ def test_an_interval_is_one_array_packed_by_one_compiled_program():
 def test_a_non_finite_loss_names_its_step():
     meter = reporting.Meter(first_step=100)
     meter.values = [_metrics(1), _metrics(2, loss=np.nan), _metrics(3)]
-    with pytest.raises(reporting.NonFiniteLossError, match="at step 102"):
+    with pytest.raises(reporting.NonFiniteLossError, match="non-finite loss nan after step 102; "):
         meter.pack(length=4).fetch()
 
 

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ppsn import paths
 from ppsn.data.tfds import writer
 
 
@@ -28,15 +29,15 @@ def _check_prepared(path: str, dataset: str, config: str, data_dir: str) -> None
     if writer.is_prepared_dataset(path):
         return
     command = _prepare_command(dataset, config, data_dir)
-    parent = os.path.dirname(path)
-    if os.path.isdir(path + writer.INCOMPLETE):
+    parent = path.rsplit("/", 1)[0]
+    if paths.is_dir(path + writer.INCOMPLETE) or (paths.is_remote(path) and paths.exists(path)):
         raise FileNotFoundError(f"{dataset}/{config} in {data_dir} was not finished (an "
-                                f"interrupted prepare left {path + writer.INCOMPLETE}); "
-                                f"re-run {command} to resume it")
-    older = sorted(v for v in (os.listdir(parent) if os.path.isdir(parent) else [])
+                                f"interrupted prepare left {path + writer.INCOMPLETE}, or an "
+                                f"unfinished upload {path}); re-run {command} to resume it")
+    older = sorted(v for v in paths.listdir(parent)
                    if v != writer.VERSION and not v.endswith((writer.INCOMPLETE, ".old")))
     if older:
-        raise FileNotFoundError(f"{os.path.join(parent, older[-1])} was prepared by an older "
+        raise FileNotFoundError(f"{paths.join(parent, older[-1])} was prepared by an older "
                                 "ppsn (one record per video: a clip read the whole video); "
                                 f"re-run {command}")
     raise FileNotFoundError(f"{dataset}/{config} is not prepared in {data_dir}; run {command}")

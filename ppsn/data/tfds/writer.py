@@ -33,6 +33,7 @@ import shutil
 
 import numpy as np
 
+from ppsn import paths
 from ppsn.data.tfds.base import Entry, Skipped
 from ppsn.data.tfds.encode import Encoded
 
@@ -45,7 +46,7 @@ METADATA_FILE = "metadata.json"
 
 
 def dataset_dir(data_dir: str, name: str, config: str) -> str:
-    return os.path.join(os.path.expanduser(data_dir), name, config, VERSION)
+    return paths.join(os.path.expanduser(data_dir), name, config, VERSION)
 
 
 def features(config: str, class_names: list[str] | None, num_classes: int):
@@ -68,9 +69,9 @@ def features(config: str, class_names: list[str] | None, num_classes: int):
 def is_prepared_dataset(path: str) -> bool:
     """Whether ``path`` is a dataset this version of ppsn prepared (and may replace)."""
     try:
-        with open(os.path.join(path, METADATA_FILE)) as f:
-            return json.load(f).get("ppsn_layout") == LAYOUT and os.path.isfile(
-                os.path.join(path, "dataset_info.json"))
+        meta = json.loads(paths.path(paths.join(path, METADATA_FILE)).read_text())
+        return meta.get("ppsn_layout") == LAYOUT and paths.path(
+            paths.join(path, "dataset_info.json")).is_file()
     except (OSError, ValueError):
         return False
 
