@@ -53,6 +53,8 @@ RULES = [
      T + "data/test_check.py::test_check_cli_finds_every_kind_of_bad_entry"),
     (r"launch/local\.sh --processes 2 .*", "test",
      T + "test_launch.py::test_two_local_processes_train_validate_and_checkpoint"),
+    (r"launch/tpu_vm\.sh .*--setup --dry_run .*", "test",
+     T + "test_launch.py::test_tpu_setup_copies_the_checkout_and_every_line_pastes"),
     (r"(launch/tpu_vm\.sh|bash launch/slurm_gpu\.sbatch) .*--dry_run .*", "run", None),
     (r"launch/tpu_vm\.sh .*", "test", T + "test_launch.py::test_dry_runs_print_what_would_run"),
     (r"sbatch launch/slurm_gpu\.sbatch .*", "test",
@@ -210,4 +212,6 @@ def test_cheap_commands_run_as_written(command, scratch):
     if "ppsn.data.toy" in command:
         assert (scratch / "data" / "toy" / "train_frames.list").exists()
     else:
-        assert "python -m ppsn.main" in done.stdout  # what the launcher would run
+        # what the launcher would run (lines quoted for pasting: parsed as bash would)
+        assert "python -m ppsn.main" in " ".join(
+            " ".join(shlex.split(line)) for line in done.stdout.splitlines())
