@@ -140,6 +140,61 @@ def test_loop_benchmark_times_the_real_loop():
     assert out["input_wait_fraction"] + out["device_wait_fraction"] < 1
 
 
+def _json(path):
+    return json.loads(path.read_text())
+
+
+def test_distill_benchmark_trains_a_teacher_and_pairs_the_students_of_each_seed(toy_dir,
+                                                                                 tmp_path):
+    """Tiny (R18 at 32 px, 1 epoch, 2 seeds): the reported figures are those of the real runs
+    (their best/ metadata), the two arms of a seed differ in distill.mode only, and the
+    summaries are the per-seed values' mean / std / min / max."""
+    work = tmp_path / "work"
+    args = ("distill", "--data", str(toy_dir), "--size", "32", "--batch", "8", "--epochs", "1",
+            "--teacher_epochs", "1", "--seeds", "0,3", "--workdir", str(work))
+    out = _run(*args)
+    assert (out["benchmark"], out["seeds"], out["epochs"], out["teacher_epochs"]) == (
+        "distill", [0, 3], 1, 1)
+    assert out["size"] == 32 and out["student_depth"] == out["teacher_depth"] == 18
+    teacher = _json(work / "teacher" / "best" / "ppsn.json")
+    assert 0.0 <= out["teacher_top1"] <= 1.0 and out["teacher_top1"] == teacher["top1"]
+    assert (teacher["task"], teacher["epoch"]) == ("plain", 1)
+    for which in ("best_top1", "last_top1"):
+        arms = out[which]
+        for arm in ("alone", "kd", "kd_minus_alone"):
+            s = arms[arm]
+            values = s["per_seed"]
+            assert len(values) == 2
+            assert s["mean"] == pytest.approx(np.mean(values), abs=1e-4)
+            assert s["std"] == pytest.approx(np.std(values, ddof=1), abs=1e-4)
+            assert (s["min"], s["max"]) == (min(values), max(values))
+        for a, k, d in zip(arms["alone"]["per_seed"], arms["kd"]["per_seed"],
+                           arms["kd_minus_alone"]["per_seed"]):
+            assert 0.0 <= a <= 1.0 and 0.0 <= k <= 1.0
+            assert d == pytest.approx(k - a, abs=1e-4)
+    diffs = out["best_top1"]["kd_minus_alone"]["per_seed"]
+    assert out["kd_better_seeds"] == sum(d > 0 for d in diffs)
+    assert out["kd_worse_seeds"] == sum(d < 0 for d in diffs)
+    for i, seed in enumerate((0, 3)):
+        configs = {}
+        for arm, task in (("alone", "plain"), ("kd", "kd")):
+            run = work / f"seed{seed}" / arm
+            best = _json(run / "best" / "ppsn.json")
+            assert best["task"] == task and best["epoch"] == 1
+            assert best["top1"] == out["best_top1"][arm]["per_seed"][i]
+            configs[arm] = _json(run / "config.json")
+            assert configs[arm]["seed"] == seed and configs[arm]["num_epochs"] == 1
+        assert configs["kd"]["distill"]["mode"] == "kd"
+        assert configs["kd"]["distill"]["teacher_checkpoint"] == str(work / "teacher" / "best")
+        configs["kd"]["distill"]["mode"] = ""
+        assert configs["alone"] == configs["kd"]  # same everything but distill.mode
+    assert out["cpu"] and out["wall_s"] >= out["teacher_wall_s"] + sum(
+        out["alone_wall_s"]) + sum(out["kd_wall_s"])
+    again = subprocess.run([sys.executable, "-m", "ppsn.benchmark", *args],
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode != 0 and str(work / "seed0" / "alone") in again.stderr
+
+
 def test_generated_h264_videos_have_the_keyframe_interval_asked_for(tmp_path):
     from ppsn.benchmark import timing
     from ppsn.data.decode import VideoFile

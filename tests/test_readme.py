@@ -83,12 +83,15 @@ RULES = [
      T + "test_benchmark.py::test_eval_benchmark_reports_seconds_per_video"),
     (r"python -m ppsn\.benchmark predict .*", "test",
      T + "test_benchmark.py::test_predict_benchmark_reports_seconds_per_video"),
+    (r"python -m ppsn\.benchmark distill( .*)?", "test", T + "test_benchmark.py::"
+     "test_distill_benchmark_trains_a_teacher_and_pairs_the_students_of_each_seed"),
 ]
 
 # Where each CLI defines its flags (argparse or absl), for the flag-name check.
 CLI_SOURCES = {
     "ppsn.main": ["ppsn/main.py"], "ppsn.export": ["ppsn/export.py"],
-    "ppsn.predict": ["ppsn/predict.py"], "ppsn.benchmark": ["ppsn/benchmark/pipeline.py", "ppsn/benchmark/train_step.py", "ppsn/benchmark/loop.py", "ppsn/benchmark/eval.py", "ppsn/benchmark/predict.py"],
+    "ppsn.predict": ["ppsn/predict.py"], "ppsn.benchmark": ["ppsn/benchmark/pipeline.py", "ppsn/benchmark/train_step.py", "ppsn/benchmark/loop.py", "ppsn/benchmark/eval.py", "ppsn/benchmark/predict.py",
+                       "ppsn/benchmark/distill.py"],
     "ppsn.convert.paddle": ["ppsn/convert/paddle.py"], "ppsn.data.prepare": ["ppsn/data/prepare.py"],
     "ppsn.data.check": ["ppsn/data/check.py"], "ppsn.data.toy": ["ppsn/data/toy.py"],
 }

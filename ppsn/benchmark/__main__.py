@@ -7,10 +7,11 @@ import json
 import sys
 
 from ppsn.benchmark import eval as eval_benchmark
-from ppsn.benchmark import loop, pipeline, predict, train_step
+from ppsn.benchmark import distill, loop, pipeline, predict, train_step
 
 BENCHMARKS = {"pipeline": pipeline, "train_step": train_step, "loop": loop,
-              "eval": eval_benchmark, "predict": predict}
+              "eval": eval_benchmark, "predict": predict,
+              "distill": distill}
 
 
 def main(argv=None) -> int:
