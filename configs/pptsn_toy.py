@@ -5,9 +5,9 @@
 Generates the dataset into ``data/toy`` if absent (``python -m ppsn.data.toy``), trains,
 validates every epoch and keeps the best model in ``output/toy/best``. The recipe adapted to
 the toy (``ppsn.recipe.toy_config``: one segment per clip, no mixup, dropout 0.2, 30 epochs of
-7 steps). Measured on a 2-core AMD EPYC (AVX2, no AVX-512) shared with other jobs: best
-validation Top-1 0.9375 (>= 0.90 from epoch 23); 288 s of CPU time (user + sys) for the whole
-command, i.e. 144 s on 2 fully used cores (7 min 48 s of wall time under a load average of ~6).
+7 steps). Measured on an otherwise idle 2-core AMD EPYC (AVX2, no AVX-512): 2 min 43 s of wall
+time for the whole command (282 s user + sys), best validation Top-1 0.9375 (>= 0.90 from
+epoch 23).
 """
 
 from ppsn.recipe import toy_config
