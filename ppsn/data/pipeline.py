@@ -243,6 +243,7 @@ def eval_dataset(source, spec: ClipSpec, batch_size: int, *,
 
 # ------------------------------------------------------------------------------------ loading
 
+MIN_SHM_BYTES = 64 * 2**10
 CPUS_ENV = "PPSN_CPUS"  # CPUs this process may use (the launchers set it per process)
 
 
@@ -268,12 +269,14 @@ class Loader:
     """How batches are made: in ``num_workers`` worker processes (0: in this process), each
     with ``decode_threads`` OpenCV / FFmpeg threads and keeping ``worker_buffer_size`` finished
     batches; each producer (the main process without workers, else each worker) computes up to
-    ``prefetch_batches`` batches ahead, in as many threads."""
+    ``prefetch_batches`` batches ahead, in as many threads, and keeps up to ``retain_freed_mb``
+    MiB of freed memory for reuse (:mod:`ppsn.data.host_memory`; 0: the C library's defaults)."""
 
     num_workers: int = 0
     worker_buffer_size: int = 1
     prefetch_batches: int = 2
     decode_threads: int = 1
+    retain_freed_mb: int = 0
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -293,7 +296,8 @@ class Loader:
         where = (f"{self.num_workers} worker processes" if self.num_workers
                  else "the main process")
         text = (f"batches made in {where} ({self.decode_threads} decode threads each), "
-                f"worker buffer {self.worker_buffer_size}, prefetch {self.prefetch_batches}: "
+                f"worker buffer {self.worker_buffer_size}, prefetch {self.prefetch_batches}, "
+                f"freed memory kept {self.retain_freed_mb} MiB: "
                 f"at most {self.read_ahead} batches read ahead")
         if batch_bytes:
             text += f" ({self.read_ahead * batch_bytes / 2**30:.2f} GiB)"
@@ -304,8 +308,8 @@ def loader_settings(data_cfg, cpus: int | None = None) -> Loader:
     """The :class:`Loader` that ``config.data`` asks for; ``-1`` fields are derived here (the
     one place) from the CPUs this process may use (:func:`available_cpus`): one worker per CPU
     but one (the main process feeds the devices), one library thread per worker, one finished
-    batch per worker, and 2 batches read ahead without workers (0 inside workers, whose
-    buffers already read ahead)."""
+    batch per worker, 2 batches read ahead without workers (0 inside workers, whose buffers
+    already read ahead), and 64 MiB of freed memory kept by each batch-making process."""
     cpus = cpus or available_cpus()
 
     def value(name, auto):
@@ -316,13 +320,16 @@ def loader_settings(data_cfg, cpus: int | None = None) -> Loader:
     return Loader(num_workers=num_workers,
                   worker_buffer_size=value("worker_buffer_size", 1),
                   prefetch_batches=value("prefetch_batches", 0 if num_workers else 2),
-                  decode_threads=value("decode_threads", 1))
+                  decode_threads=value("decode_threads", 1),
+                  retain_freed_mb=value("retain_freed_mb", 64))
 
 
-def _init_worker(threads: int, worker_index: int, worker_count: int) -> None:
-    from ppsn.data import decode
+def _init_worker(threads: int, retain_freed_mb: int, worker_index: int,
+                 worker_count: int) -> None:
+    from ppsn.data import decode, host_memory
 
     decode.set_threads(threads)
+    host_memory.retain_freed(retain_freed_mb)
 
 
 def _grain_iterator(dataset: grain.MapDataset, loader: Loader) -> grain.DatasetIterator:
@@ -333,9 +340,18 @@ def _grain_iterator(dataset: grain.MapDataset, loader: Loader) -> grain.DatasetI
 
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
+        # Arrays below this go to the main process pickled with the batch, not each through a
+        # shared-memory segment of its own (created, mapped and unlinked per batch).
+        it = grain.experimental.WithOptionsIterDataset(
+            it, grain.experimental.DatasetOptions(min_shm_size=MIN_SHM_BYTES))
         it = it.mp_prefetch(grain.MultiprocessingOptions(
             num_workers=loader.num_workers, per_worker_buffer_size=loader.worker_buffer_size),
-            worker_init_fn=functools.partial(_init_worker, loader.decode_threads))
+            worker_init_fn=functools.partial(_init_worker, loader.decode_threads,
+                                             loader.retain_freed_mb))
+    else:
+        from ppsn.data import host_memory
+
+        host_memory.retain_freed(loader.retain_freed_mb)  # this process makes the batches
     return iter(it)
 
 
