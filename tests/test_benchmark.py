@@ -43,9 +43,16 @@ def test_pipeline_benchmark_prints_a_json_line():
     assert out["cpus"] >= 1 and len(out["load_average"]) == 3
 
 
-def test_pipeline_benchmark_tfds_source_reads_only_the_sampled_frames():
-    out = _run("pipeline", "--mode", "train", "--source", "tfds", "--num_clips", "8")
+def test_pipeline_benchmark_tfds_source_reads_only_the_sampled_frames_and_compares_settings():
+    out = _run("pipeline", "--mode", "train", "--source", "tfds", "--num_clips", "8",
+               "--workers", "1", "--compare", "handoff=grain,ring")
     assert out["source"] == "tfds" and out["clips_per_s"] > 0
+    by_setting = out["clips_per_s_by_setting"]
+    assert set(by_setting) == {"handoff=grain", "handoff=ring"}
+    assert out["clips_per_s"] == by_setting["handoff=ring"]["1"]  # the last value is reported
+    assert out["gain_by_workers"]["1"] == pytest.approx(
+        by_setting["handoff=ring"]["1"] / by_setting["handoff=grain"]["1"], rel=0.01)
+    assert out["loader"]["handoff"] == "ring"
     assert 0 < out["bytes_read_per_clip"] <= 2 * out["sampled_bytes_per_clip"]
     assert out["bytes_read_per_clip"] < out["video_bytes"] / 20  # 3 of 300 frames
 

@@ -69,8 +69,9 @@ RULES = [
      T + "test_export_predict.py::test_predict_backends_match_xla_on_a_real_video"),
     (r"python -m ppsn\.predict .*", "test",
      T + "test_export_predict.py::test_predict_cli_on_files_and_directories_with_bad_files"),
-    (r"python -m ppsn\.benchmark pipeline .*--source tfds.*", "test",
-     T + "test_benchmark.py::test_pipeline_benchmark_tfds_source_reads_only_the_sampled_frames"),
+    (r"python -m ppsn\.benchmark pipeline .*(--source tfds|--compare).*", "test",
+     T + "test_benchmark.py::test_pipeline_benchmark_tfds_source_reads_only_the_sampled_frames"
+         "_and_compares_settings"),
     (r"python -m ppsn\.benchmark pipeline .*--data_format videos.*", "test",
      T + "test_benchmark.py::test_pipeline_benchmark_test_mode_on_long_and_short_gop_videos_with_a_worker"),
     (r"python -m ppsn\.benchmark pipeline .*", "test",

@@ -12,9 +12,10 @@ Reported (final JSON line): ``ms_per_clip`` and ``clips_per_s`` (wall time, all 
 together, for the largest ``--workers``), ``cpu_ms_per_clip`` (CPU time of the same clips made
 in process: 1000 / it is clips/s per core, the figure a busy machine distorts least),
 ``clips_per_s_by_workers`` (``--workers 1,2``: one
-run per count, in the same command), ``clips_per_s_by_retain_freed_mb`` and
-``retain_gain_by_workers`` (``--retain_freed_mb 0,64``: the workers' freed-memory budget,
-:mod:`ppsn.data.host_memory`, compared in the same command), ``bytes_read_per_clip`` (what the source read from files,
+run per count, in the same command), ``clips_per_s_by_setting`` and
+``gain_by_workers`` (``--compare FIELD=A,B``: two or more values of a ``config.data`` loading
+field, e.g. ``retain_freed_mb=0,64`` or ``handoff=grain,ring``, run interleaved in the same
+command; the gain is the last value's clips/s over the first's), ``bytes_read_per_clip`` (what the source read from files,
 ``/proc/self/io`` rchar over in-process clips), ``sampled_bytes_per_clip`` (the encoded bytes of
 the distinct frames the clips sample; frames only; ``video_bytes``: all the video's frames) and,
 for videos, ``ms_per_clip_by_gop``.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from typing import Any
 
 import numpy as np
 
@@ -45,9 +47,11 @@ def add_parser(sub):
                    help="keyframe intervals of the generated h264 videos (--data_format videos)")
     p.add_argument("--workers", default="0",
                    help="Grain worker processes (0: in process), or a list such as 1,2")
-    p.add_argument("--retain_freed_mb", default="-1",
-                   help="data.retain_freed_mb (-1: the recipe's derived value), or a list such as "
-                        "0,64 to compare (needs --workers >= 1: each run starts its workers)")
+    p.add_argument("--compare", default=None, metavar="FIELD=A,B",
+                   help="compare values of a config.data loading field, e.g. retain_freed_mb=0,64 "
+                        "or handoff=grain,ring (needs --workers >= 1: each run starts its workers; "
+                        "a retain_freed_mb above 0 also stays set in this process from its first "
+                        "run on)")
     p.add_argument("--num_clips", type=int, default=200)
     p.add_argument("--num_seg", type=int, default=None, help="default 3 (train/valid), 25 (test)")
     p.add_argument("--batch_size", type=int, default=8)
@@ -124,11 +128,29 @@ def _in_process_costs(ds, batches: int) -> tuple[float, float]:
     return (_rchar() - start) / clips, (time.process_time() - cpu) * 1e3 / clips
 
 
-def _clips_per_s(ds, data_cfg, workers: int, retain_mb: int, num_clips: int
+def _settings(compare: str | None, data_cfg) -> list[tuple[str, Any] | None]:
+    """``FIELD=A,B`` -> ``[(FIELD, A), (FIELD, B)]`` with values typed as the config's field."""
+    if not compare:
+        return [None]
+    field, _, values = compare.partition("=")
+    if field not in data_cfg or field in ("num_workers",) or not values:
+        raise SystemExit(f"error: --compare wants FIELD=A,B with a config.data loading field "
+                         f"(not num_workers: use --workers), got {compare!r}")
+    kind = type(data_cfg[field])
+    return [(field, kind(v)) for v in values.split(",")]
+
+
+def _label(setting) -> str:
+    return "default" if setting is None else f"{setting[0]}={setting[1]}"
+
+
+def _clips_per_s(ds, data_cfg, workers: int, setting: tuple[str, Any] | None, num_clips: int
                  ) -> tuple[float, list[int]]:
     from ppsn.data import pipeline
 
-    data_cfg.num_workers, data_cfg.retain_freed_mb = workers, retain_mb
+    data_cfg.num_workers = workers
+    if setting:
+        data_cfg[setting[0]] = setting[1]
     loader = pipeline.loader_settings(data_cfg)
     it = pipeline.to_iterator(ds, loader)
     # Untimed: start-up (every worker makes a batch) and the batches read ahead meanwhile, so
@@ -153,10 +175,10 @@ def run(args) -> dict:
         data_cfg.num_seg = data_cfg.test_num_seg = args.num_seg
     spec = pipeline.clip_spec(data_cfg, args.mode)
     workers = [int(w) for w in str(args.workers).split(",")]
-    retains = [int(r) for r in str(args.retain_freed_mb).split(",")]
-    if len(retains) > 1 and min(workers) < 1:
-        raise SystemExit("error: comparing --retain_freed_mb values needs --workers >= 1 (the "
-                         "setting of a process cannot be undone; each run starts new workers)")
+    settings = _settings(args.compare, data_cfg)
+    if len(settings) > 1 and min(workers) < 1:
+        raise SystemExit("error: --compare needs --workers >= 1 (a setting of this process "
+                         "cannot be undone; each run starts new workers)")
     with tempfile.TemporaryDirectory() as tmp:
         if args.data:
             fmt = "frames" if os.path.isdir(args.data) else "videos"
@@ -172,19 +194,20 @@ def run(args) -> dict:
             source = _source(path, fmt, args.source, args.mode, tmp)
             n = args.num_clips + args.batch_size * (5 * max(workers) + 6)
             ds = _dataset(timing.RepeatedSource(source, n), spec, args.batch_size, args.mode)
-            by_retain, shape = {str(r): {} for r in retains}, None
+            by_setting, shape = {_label(t): {} for t in settings}, None
             for _ in range(args.repeats):
-                for r in retains:
+                for setting in settings:
+                    rates = by_setting[_label(setting)]
                     for w in workers:
-                        rate, shape = _clips_per_s(ds, data_cfg, w, r, args.num_clips)
-                        by_retain[str(r)][str(w)] = max(rate, by_retain[str(r)].get(str(w), 0.0))
+                        rate, shape = _clips_per_s(ds, data_cfg, w, setting, args.num_clips)
+                        rates[str(w)] = max(rate, rates.get(str(w), 0.0))
             sampled, video = _sampled_bytes(source[0], spec, 32)
-            data_cfg.num_workers, data_cfg.retain_freed_mb = 0, retains[-1]
+            data_cfg.num_workers = 0
             host_memory.retain_freed(pipeline.loader_settings(data_cfg).retain_freed_mb)
             read, cpu_ms = _in_process_costs(ds, max(1, 32 // args.batch_size))
-            results[name] = {"by_workers": by_retain[str(retains[-1])], "by_retain": by_retain,
-                             "shape": shape, "sampled": sampled, "bytes": read, "cpu_ms": cpu_ms,
-                             "video": video}
+            results[name] = {"by_workers": by_setting[_label(settings[-1])],
+                             "by_setting": by_setting, "shape": shape, "sampled": sampled,
+                             "bytes": read, "cpu_ms": cpu_ms, "video": video}
     first = results[next(iter(results))]
     best = first["by_workers"][str(workers[-1])]
     out = {"benchmark": "pipeline", "mode": args.mode, "source": args.source,
@@ -206,13 +229,18 @@ def run(args) -> dict:
     if len(workers) > 1:
         out["clips_per_s_by_workers"] = {w: round(v, 2) for w, v in first["by_workers"].items()}
         out["scaling_vs_fewest_workers"] = round(best / first["by_workers"][str(workers[0])], 3)
-    if len(retains) > 1:
-        out["clips_per_s_by_retain_freed_mb"] = {
-            r: {w: round(v, 2) for w, v in by_w.items()} for r, by_w in first["by_retain"].items()}
-        base = first["by_retain"][str(retains[0])]
-        out["retain_gain_by_workers"] = {
-            w: round(v / base[w], 3) for w, v in first["by_retain"][str(retains[-1])].items()}
-    out["retain_freed_mb"] = retains[-1] if len(retains) == 1 else retains
+    if len(settings) > 1:
+        out["clips_per_s_by_setting"] = {
+            k: {w: round(v, 2) for w, v in by_w.items()} for k, by_w in first["by_setting"].items()}
+        base = first["by_setting"][_label(settings[0])]
+        out["gain_by_workers"] = {
+            w: round(v / base[w], 3)
+            for w, v in first["by_setting"][_label(settings[-1])].items()}
+    loader = pipeline.loader_settings(data_cfg)
+    out["loader"] = {"worker_buffer_size": loader.worker_buffer_size,
+                     "prefetch_batches": loader.prefetch_batches,
+                     "decode_threads": loader.decode_threads,
+                     "retain_freed_mb": loader.retain_freed_mb, "handoff": loader.handoff}
     if fmt == "videos" and not args.data:
         out["ms_per_clip_by_gop"] = {g: round(1e3 / r["by_workers"][str(workers[-1])], 3)
                                      for g, r in results.items()}

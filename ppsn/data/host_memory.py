@@ -8,11 +8,12 @@ beyond 2x that), so the next clip takes page faults on all of them again: on thi
 :func:`retain_freed` keeps freed memory for reuse instead (``M_MMAP_THRESHOLD`` at its 32 MiB
 maximum, ``M_TRIM_THRESHOLD`` = ``M_TOP_PAD`` = the budget): each process then holds up to that
 many MiB of freed memory beyond what it uses. Measured by ``python -m ppsn.benchmark pipeline
---retain_freed_mb 0,64``.
+--compare retain_freed_mb=0,64``.
 
-Called once per batch-making process: in each Grain worker at start-up, and in the main process
-when it makes the batches itself (``num_workers=0``). Elsewhere than glibc (macOS, musl) it does
-nothing and says so once.
+Called in each Grain worker at start-up, and in the main process when an iterator starts: it
+makes the batches itself (``num_workers=0``) or copies each one out of a worker's ring
+(:mod:`ppsn.data.handoff`; a 25-segment test video is 15.6 MB). Elsewhere than glibc (macOS,
+musl) it does nothing and says so once.
 """
 
 from __future__ import annotations

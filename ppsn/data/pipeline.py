@@ -30,7 +30,9 @@ Loading (:class:`Loader`, from ``config.data`` by :func:`loader_settings`): batc
 ``num_workers`` worker processes (or in the main process), each running ``decode_threads``
 library threads; read-ahead is bounded: ``prefetch_batches`` (no workers) or
 ``num_workers * (prefetch_batches + 2 * worker_buffer_size + 2)`` batches (Grain's buffers in
-and between the workers) beyond the one being consumed.
+and between the workers) beyond the one being consumed. Workers hand batches over through a
+shared-memory ring each (:mod:`ppsn.data.handoff`) and keep freed memory for reuse
+(:mod:`ppsn.data.host_memory`).
 
 Eval (valid / test): no shuffle, nothing dropped or duplicated. The source is padded to a
 multiple of ``batch_size * P`` so that every process runs the same number of steps; padding and
@@ -45,6 +47,7 @@ import json
 import logging
 import math
 import os
+import weakref
 from collections import Counter
 from typing import Any, Iterator, Sequence
 
@@ -244,6 +247,7 @@ def eval_dataset(source, spec: ClipSpec, batch_size: int, *,
 # ------------------------------------------------------------------------------------ loading
 
 MIN_SHM_BYTES = 64 * 2**10
+HANDOFFS = ("ring", "grain")
 CPUS_ENV = "PPSN_CPUS"  # CPUs this process may use (the launchers set it per process)
 
 
@@ -270,17 +274,22 @@ class Loader:
     with ``decode_threads`` OpenCV / FFmpeg threads and keeping ``worker_buffer_size`` finished
     batches; each producer (the main process without workers, else each worker) computes up to
     ``prefetch_batches`` batches ahead, in as many threads, and keeps up to ``retain_freed_mb``
-    MiB of freed memory for reuse (:mod:`ppsn.data.host_memory`; 0: the C library's defaults)."""
+    MiB of freed memory for reuse (:mod:`ppsn.data.host_memory`; 0: the C library's defaults).
+    Workers hand batches over through a shared-memory ring each (``handoff='ring'``,
+    :mod:`ppsn.data.handoff`) or a new segment per array and batch (``'grain'``)."""
 
     num_workers: int = 0
     worker_buffer_size: int = 1
     prefetch_batches: int = 2
     decode_threads: int = 1
     retain_freed_mb: int = 0
+    handoff: str = "ring"
 
     def __post_init__(self):
+        if self.handoff not in HANDOFFS:
+            raise ValueError(f"data.handoff must be one of {HANDOFFS}, got {self.handoff!r}")
         for field in dataclasses.fields(self):
-            if getattr(self, field.name) < 0:
+            if field.type == "int" and getattr(self, field.name) < 0:
                 raise ValueError(f"data.{field.name} must be >= 0, got {getattr(self, field.name)}")
         if self.num_workers and self.worker_buffer_size < 1:
             raise ValueError("data.worker_buffer_size must be >= 1 with worker processes")
@@ -297,7 +306,7 @@ class Loader:
                  else "the main process")
         text = (f"batches made in {where} ({self.decode_threads} decode threads each), "
                 f"worker buffer {self.worker_buffer_size}, prefetch {self.prefetch_batches}, "
-                f"freed memory kept {self.retain_freed_mb} MiB: "
+                f"freed memory kept {self.retain_freed_mb} MiB, handoff {self.handoff}: "
                 f"at most {self.read_ahead} batches read ahead")
         if batch_bytes:
             text += f" ({self.read_ahead * batch_bytes / 2**30:.2f} GiB)"
@@ -309,7 +318,8 @@ def loader_settings(data_cfg, cpus: int | None = None) -> Loader:
     one place) from the CPUs this process may use (:func:`available_cpus`): one worker per CPU
     but one (the main process feeds the devices), one library thread per worker, one finished
     batch per worker, 2 batches read ahead without workers (0 inside workers, whose buffers
-    already read ahead), and 64 MiB of freed memory kept by each batch-making process."""
+    already read ahead), and 64 MiB of freed memory kept by each process that makes or receives
+    batches."""
     cpus = cpus or available_cpus()
 
     def value(name, auto):
@@ -321,7 +331,8 @@ def loader_settings(data_cfg, cpus: int | None = None) -> Loader:
                   worker_buffer_size=value("worker_buffer_size", 1),
                   prefetch_batches=value("prefetch_batches", 0 if num_workers else 2),
                   decode_threads=value("decode_threads", 1),
-                  retain_freed_mb=value("retain_freed_mb", 64))
+                  retain_freed_mb=value("retain_freed_mb", 64),
+                  handoff=data_cfg.get("handoff", "ring"))
 
 
 def _init_worker(threads: int, retain_freed_mb: int, worker_index: int,
@@ -332,7 +343,17 @@ def _init_worker(threads: int, retain_freed_mb: int, worker_index: int,
     host_memory.retain_freed(retain_freed_mb)
 
 
+def _ring_slots(loader: Loader) -> int:
+    """Slots per worker ring: above the batches Grain holds per worker (see ``read_ahead``)."""
+    return loader.prefetch_batches + 2 * loader.worker_buffer_size + 4
+
+
 def _grain_iterator(dataset: grain.MapDataset, loader: Loader) -> grain.DatasetIterator:
+    if loader.num_workers > 0 and loader.handoff == "ring":
+        from ppsn.data import handoff
+
+        dataset = dataset.map(functools.partial(handoff.pack, slots=_ring_slots(loader),
+                                                min_bytes=MIN_SHM_BYTES))
     it = dataset.to_iter_dataset(grain.ReadOptions(
         num_threads=loader.prefetch_batches, prefetch_buffer_size=loader.prefetch_batches))
     if loader.num_workers > 0:
@@ -348,10 +369,10 @@ def _grain_iterator(dataset: grain.MapDataset, loader: Loader) -> grain.DatasetI
             num_workers=loader.num_workers, per_worker_buffer_size=loader.worker_buffer_size),
             worker_init_fn=functools.partial(_init_worker, loader.decode_threads,
                                              loader.retain_freed_mb))
-    else:
-        from ppsn.data import host_memory
+    from ppsn.data import host_memory
 
-        host_memory.retain_freed(loader.retain_freed_mb)  # this process makes the batches
+    # This process makes the batches, or receives them (a copy per batch, :mod:`handoff`).
+    host_memory.retain_freed(loader.retain_freed_mb)
     return iter(it)
 
 
@@ -362,9 +383,14 @@ class BatchIterator:
     first ``next`` (or ``start_prefetch``) and stop at the end or on ``close``."""
 
     def __init__(self, dataset: grain.MapDataset, loader: Loader):
+        from ppsn.data import handoff
+
         self._dataset, self._loader = dataset, loader
         self._position = 0
         self._it = None
+        self._receiver = handoff.Receiver()
+        # Segments are unlinked on close, or when the iterator is dropped without one.
+        weakref.finalize(self, self._receiver.release_all)
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         return self
@@ -381,7 +407,7 @@ class BatchIterator:
             self.close()
             raise
         self._position += 1
-        return batch
+        return self._receiver.unpack(batch)
 
     def get_state(self) -> bytes:
         return json.dumps({"batches_consumed": self._position}).encode()
@@ -404,6 +430,7 @@ class BatchIterator:
         if self._it is not None:
             self._it.close()
             self._it = None
+        self._receiver.release_all()
 
 
 def to_iterator(dataset: grain.MapDataset, loader: Loader | int | None = None) -> BatchIterator:
