@@ -1,6 +1,7 @@
 """XLA compilations: JAX's persistent compilation cache, and counting what a run compiles.
 
 ``use_persistent_cache(config.compilation_cache_dir, workdir)`` turns the cache on (``''``:
+``$JAX_COMPILATION_CACHE_DIR`` if set, e.g. one cache shared by a cluster's runs, else
 ``WORKDIR/compilation_cache``; ``'none'``: off): a restarted or repeated run loads its compiled
 programs from there instead of compiling them again (on a pod, minutes per restart). Every
 program is cached, however fast it compiled (JAX's defaults skip those under a second, so a
@@ -27,18 +28,25 @@ _CACHE_HIT = "/jax/compilation_cache/cache_hits"
 
 
 def user_cache_dir() -> str:
-    """The cache of runs without a workdir (test mode): ``$XDG_CACHE_HOME/ppsn/compilation_cache``
-    (``~/.cache/...``), never inside an output that is replaced as a whole."""
+    """The cache of runs without a workdir (test mode): ``$JAX_COMPILATION_CACHE_DIR`` if set,
+    else ``$XDG_CACHE_HOME/ppsn/compilation_cache`` (``~/.cache/...``), never inside an output
+    that is replaced as a whole."""
+    if os.environ.get(ENV):
+        return os.environ[ENV]
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "ppsn", CACHE_DIR)
 
 
+ENV = "JAX_COMPILATION_CACHE_DIR"  # JAX's own variable
+
+
 def use_persistent_cache(value: str, workdir: str) -> str | None:
-    """Points JAX's persistent compilation cache at ``value`` (or ``WORKDIR/compilation_cache``);
-    returns the directory, or ``None`` when ``value`` is ``'none'``."""
+    """Points JAX's persistent compilation cache at ``value`` (``''``: ``$JAX_COMPILATION_CACHE_DIR``
+    if set, else ``WORKDIR/compilation_cache``); returns the directory, or ``None`` when
+    ``value`` is ``'none'``."""
     if value.lower() == "none":
         return None
-    path = value or os.path.join(workdir, CACHE_DIR)
+    path = value or os.environ.get(ENV) or os.path.join(workdir, CACHE_DIR)
     from jax.experimental.compilation_cache import compilation_cache
 
     jax.config.update("jax_compilation_cache_dir", path)

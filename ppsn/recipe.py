@@ -81,7 +81,8 @@ def pptsn_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 1000
     c.keep_checkpoints = 3
     c.max_steps = -1              # stop early after this many steps (-1: the whole schedule)
-    # JAX's persistent compilation cache ('' = WORKDIR/compilation_cache; 'none' = off): a
+    # JAX's persistent compilation cache ('' = $JAX_COMPILATION_CACHE_DIR if set, else
+    # WORKDIR/compilation_cache; 'none' = off): a
     # restarted or repeated run loads its compiled programs instead of compiling them again.
     c.compilation_cache_dir = ""
     # Backbone initialization: a ppsn checkpoint converted from PaddleClas's ImageNet

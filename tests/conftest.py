@@ -8,6 +8,27 @@ import shutil
 import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+
+
+def pytest_configure(config):
+    """One JAX compilation cache for the session's runs (the commands the tests start use it by
+    default, ppsn.compilation): identical programs compile once, not in every test's workdir.
+    Tests about the cache itself name their own directory or 'none'. Set by the controller
+    before pytest-xdist starts its workers, which inherit it."""
+    if hasattr(config, "workerinput") or os.environ.get(_CACHE_ENV):
+        return
+    import tempfile
+
+    config._ppsn_jax_cache = tempfile.mkdtemp(prefix="ppsn-test-jax-cache-")
+    os.environ[_CACHE_ENV] = config._ppsn_jax_cache
+
+
+def pytest_unconfigure(config):
+    path = getattr(config, "_ppsn_jax_cache", None)
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+        os.environ.pop(_CACHE_ENV, None)
 
 
 def shared_fixtures_dir() -> pathlib.Path:

@@ -35,9 +35,13 @@ def test_a_second_identical_run_compiles_nothing_new(toy_dir, tmp_path):
     assert "compute dtype float32, convolutions matmul; batch 8 = 8 per device" in head
 
 
-def test_the_default_cache_is_under_the_workdir_and_none_turns_it_off(tmp_path):
+def test_the_default_cache_is_under_the_workdir_and_none_turns_it_off(tmp_path, monkeypatch):
     before = jax.config.jax_compilation_cache_dir
     try:
+        monkeypatch.setenv(compilation.ENV, str(tmp_path / "shared"))
+        assert compilation.use_persistent_cache("", str(tmp_path)) == str(tmp_path / "shared")
+        assert compilation.user_cache_dir() == str(tmp_path / "shared")
+        monkeypatch.delenv(compilation.ENV)
         assert compilation.use_persistent_cache("none", str(tmp_path)) is None
         path = compilation.use_persistent_cache("", str(tmp_path))
         assert path == str(tmp_path / compilation.CACHE_DIR)
