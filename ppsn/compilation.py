@@ -44,11 +44,14 @@ def use_persistent_cache(value: str, workdir: str) -> str | None:
     """Points JAX's persistent compilation cache at ``value`` (``''``: ``$JAX_COMPILATION_CACHE_DIR``
     if set, else ``WORKDIR/compilation_cache``); returns the directory, or ``None`` when
     ``value`` is ``'none'``."""
-    if value.lower() == "none":
-        return None
-    path = value or os.environ.get(ENV) or os.path.join(workdir, CACHE_DIR)
     from jax.experimental.compilation_cache import compilation_cache
 
+    if value.lower() == "none":  # off, even where JAX's own variable turned it on
+        jax.config.update("jax_enable_compilation_cache", False)
+        compilation_cache.reset_cache()
+        return None
+    path = value or os.environ.get(ENV) or os.path.join(workdir, CACHE_DIR)
+    jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)

@@ -41,8 +41,11 @@ def test_the_default_cache_is_under_the_workdir_and_none_turns_it_off(tmp_path, 
         monkeypatch.setenv(compilation.ENV, str(tmp_path / "shared"))
         assert compilation.use_persistent_cache("", str(tmp_path)) == str(tmp_path / "shared")
         assert compilation.user_cache_dir() == str(tmp_path / "shared")
-        monkeypatch.delenv(compilation.ENV)
         assert compilation.use_persistent_cache("none", str(tmp_path)) is None
+        with compilation.CompileCounter() as compiles:  # 'none' wins over JAX's variable
+            jax.jit(lambda x: x * 5 - 2)(jnp.arange(7.0)).block_until_ready()
+        assert compiles.compiled >= 1 and not (tmp_path / "shared").exists()
+        monkeypatch.delenv(compilation.ENV)
         path = compilation.use_persistent_cache("", str(tmp_path))
         assert path == str(tmp_path / compilation.CACHE_DIR)
         with compilation.CompileCounter() as compiles:
@@ -50,5 +53,6 @@ def test_the_default_cache_is_under_the_workdir_and_none_turns_it_off(tmp_path, 
         assert compiles.compiled >= 1 and any((tmp_path / compilation.CACHE_DIR).iterdir())
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
+        jax.config.update("jax_enable_compilation_cache", True)
         from jax.experimental.compilation_cache import compilation_cache
         compilation_cache.reset_cache()

@@ -115,8 +115,7 @@ def _toy_flags(data, workdir, **overrides):
              "data.label_list": f"{data}/label_list.txt", "data.generate_toy": False,
              "data.short_size": 40, "data.target_size": 32, "data.test_num_seg": 2,
              "data.num_workers": 0, "batch_size": 8, "valid_batch_size": 8, "num_epochs": 4,
-             "checkpoint_every_steps": 2, "keep_checkpoints": 20, "log_interval": 3,
-             "compilation_cache_dir": "none"}
+             "checkpoint_every_steps": 2, "keep_checkpoints": 20, "log_interval": 3}
     flags.update(overrides)
     return (["-m", "ppsn.main", "--config=configs/pptsn_toy.py", f"--workdir={workdir}"]
             + [f"--config.{k}={v}" for k, v in flags.items()])
