@@ -23,6 +23,7 @@ from jax import monitoring
 log = logging.getLogger(__name__)
 
 CACHE_DIR = "compilation_cache"
+ENV = "JAX_COMPILATION_CACHE_DIR"  # JAX's own variable
 _BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"  # compiles and cache loads
 _CACHE_HIT = "/jax/compilation_cache/cache_hits"
 
@@ -35,9 +36,6 @@ def user_cache_dir() -> str:
         return os.environ[ENV]
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "ppsn", CACHE_DIR)
-
-
-ENV = "JAX_COMPILATION_CACHE_DIR"  # JAX's own variable
 
 
 def use_persistent_cache(value: str, workdir: str) -> str | None:

@@ -46,7 +46,7 @@ def pptsn_config() -> ml_collections.ConfigDict:
         worker_buffer_size=-1,    # finished batches each worker keeps (-1: 1)
         prefetch_batches=-1,      # batches each producer computes ahead (-1: 2 without workers, 0 in workers)
         decode_threads=-1,        # OpenCV / FFmpeg threads in each worker (-1: 1)
-        retain_freed_mb=-1,       # freed memory each batch-making process keeps (-1: 64; 0: libc's)
+        retain_freed_mb=-1,       # freed memory kept by processes making/taking batches (-1: 64; 0: libc's)
         handoff="ring",           # worker -> main: a shared-memory ring per worker, or 'grain'
         generate_toy=False,       # write the embedded toy dataset to data_prefix if absent
         # Fraction of a list file's lines that may be unusable (bad fields, label out of range)

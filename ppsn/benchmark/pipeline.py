@@ -236,6 +236,7 @@ def run(args) -> dict:
         out["gain_by_workers"] = {
             w: round(v / base[w], 3)
             for w, v in first["by_setting"][_label(settings[-1])].items()}
+    data_cfg.num_workers = workers[-1]  # the settings of the reported runs
     loader = pipeline.loader_settings(data_cfg)
     out["loader"] = {"worker_buffer_size": loader.worker_buffer_size,
                      "prefetch_batches": loader.prefetch_batches,

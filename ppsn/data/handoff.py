@@ -56,12 +56,8 @@ class _Ring:
         name = f"ppsn_{secrets.token_hex(6)}"
         self.shm = shared_memory.SharedMemory(name, create=True,
                                               size=self.header + slots * slot_bytes)
-        self.buf = np.ndarray((self.shm.size,), np.uint8, buffer=self.shm.buf)
         self.next = 0
         self.lock = threading.Lock()  # threads of one worker (prefetch_batches > 0) share it
-
-    def flag(self, slot: int) -> np.ndarray:
-        return self.buf[slot * ALIGN:slot * ALIGN + 1]
 
     def take(self) -> int | None:
         """A free slot (marked busy), waiting up to WAIT_S; None if none became free."""
@@ -70,8 +66,8 @@ class _Ring:
             with self.lock:
                 for k in range(self.slots):
                     slot = (self.next + k) % self.slots
-                    if self.flag(slot)[0] == _FREE:
-                        self.flag(slot)[0] = _BUSY
+                    if self.shm.buf[slot * ALIGN] == _FREE:
+                        self.shm.buf[slot * ALIGN] = _BUSY
                         self.next = slot + 1
                         return slot
             if time.monotonic() > deadline:

@@ -87,5 +87,4 @@ def test_a_worker_without_a_free_slot_falls_back_instead_of_blocking(monkeypatch
         receiver.release_all()
         ring = handoff._ring
         if ring is not None:
-            del ring.buf
             ring.shm.close()
