@@ -12,7 +12,9 @@ Reported (final JSON line): ``ms_per_clip`` and ``clips_per_s`` (wall time, all 
 together, for the largest ``--workers``), ``cpu_ms_per_clip`` (CPU time of the same clips made
 in process: 1000 / it is clips/s per core, the figure a busy machine distorts least),
 ``clips_per_s_by_workers`` (``--workers 1,2``: one
-run per count, in the same command), ``clips_per_s_by_setting`` and
+run per count, in the same command; with ``--repeats R``, R interleaved runs each, a figure is
+their median and a ratio the median of the R runs' ratios, ``scaling_by_repeat`` lists them),
+``clips_per_s_by_setting`` and
 ``gain_by_workers`` (``--compare FIELD=A,B``: two or more values of a ``config.data`` loading
 field, e.g. ``retain_freed_mb=0,64`` or ``handoff=grain,ring``, run interleaved in the same
 command; the gain is the last value's clips/s over the first's), ``bytes_read_per_clip`` (what the source read from files,
@@ -26,6 +28,7 @@ comparable within one command.
 from __future__ import annotations
 
 import os
+import statistics
 import tempfile
 import time
 from typing import Any
@@ -56,7 +59,9 @@ def add_parser(sub):
     p.add_argument("--num_seg", type=int, default=None, help="default 3 (train/valid), 25 (test)")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--repeats", type=int, default=1,
-                   help="runs per worker count, interleaved; the best is reported (busy machines)")
+                   help="runs per setting and worker count, interleaved; each figure is the "
+                        "median over repeats, each ratio the median of the repeats' ratios "
+                        "(machines whose speed drifts)")
     return p
 
 
@@ -144,6 +149,12 @@ def _label(setting) -> str:
     return "default" if setting is None else f"{setting[0]}={setting[1]}"
 
 
+def _paired(base: list[float], other: list[float]) -> float:
+    """The median of ``other / base`` over repeats (each repeat's runs follow one another, so
+    they share the machine's speed of the moment)."""
+    return statistics.median(o / b for b, o in zip(base, other))
+
+
 def _clips_per_s(ds, data_cfg, workers: int, setting: tuple[str, Any] | None, num_clips: int
                  ) -> tuple[float, list[int]]:
     from ppsn.data import pipeline
@@ -194,19 +205,21 @@ def run(args) -> dict:
             source = _source(path, fmt, args.source, args.mode, tmp)
             n = args.num_clips + args.batch_size * (5 * max(workers) + 6)
             ds = _dataset(timing.RepeatedSource(source, n), spec, args.batch_size, args.mode)
-            by_setting, shape = {_label(t): {} for t in settings}, None
-            for _ in range(args.repeats):
-                for setting in settings:
-                    rates = by_setting[_label(setting)]
-                    for w in workers:
+            runs, shape = {_label(t): {str(w): [] for w in workers} for t in settings}, None
+            for repeat in range(args.repeats):
+                for setting in settings:  # every other repeat in reverse: a drift hits both
+                    for w in (workers if repeat % 2 == 0 else workers[::-1]):
                         rate, shape = _clips_per_s(ds, data_cfg, w, setting, args.num_clips)
-                        rates[str(w)] = max(rate, rates.get(str(w), 0.0))
+                        runs[_label(setting)][str(w)].append(rate)
             sampled, video = _sampled_bytes(source[0], spec, 32)
             data_cfg.num_workers = 0
             host_memory.retain_freed(pipeline.loader_settings(data_cfg).retain_freed_mb)
             read, cpu_ms = _in_process_costs(ds, max(1, 32 // args.batch_size))
+            by_setting = {k: {w: statistics.median(r) for w, r in by_w.items()}
+                          for k, by_w in runs.items()}
             results[name] = {"by_workers": by_setting[_label(settings[-1])],
-                             "by_setting": by_setting, "shape": shape, "sampled": sampled,
+                             "by_setting": by_setting, "runs": runs, "shape": shape,
+                             "sampled": sampled,
                              "bytes": read, "cpu_ms": cpu_ms, "video": video}
     first = results[next(iter(results))]
     best = first["by_workers"][str(workers[-1])]
@@ -228,14 +241,17 @@ def run(args) -> dict:
         out["video_bytes"] = first["video"]  # what one record per video read per clip
     if len(workers) > 1:
         out["clips_per_s_by_workers"] = {w: round(v, 2) for w, v in first["by_workers"].items()}
-        out["scaling_vs_fewest_workers"] = round(best / first["by_workers"][str(workers[0])], 3)
+        last = first["runs"][_label(settings[-1])]
+        out["scaling_vs_fewest_workers"] = round(
+            _paired(last[str(workers[0])], last[str(workers[-1])]), 3)
+        if args.repeats > 1:
+            out["scaling_by_repeat"] = [round(o / b, 3) for b, o in
+                                        zip(last[str(workers[0])], last[str(workers[-1])])]
     if len(settings) > 1:
         out["clips_per_s_by_setting"] = {
             k: {w: round(v, 2) for w, v in by_w.items()} for k, by_w in first["by_setting"].items()}
-        base = first["by_setting"][_label(settings[0])]
-        out["gain_by_workers"] = {
-            w: round(v / base[w], 3)
-            for w, v in first["by_setting"][_label(settings[-1])].items()}
+        base, last = (first["runs"][_label(t)] for t in (settings[0], settings[-1]))
+        out["gain_by_workers"] = {w: round(_paired(base[w], last[w]), 3) for w in last}
     data_cfg.num_workers = workers[-1]  # the settings of the reported runs
     loader = pipeline.loader_settings(data_cfg)
     out["loader"] = {"worker_buffer_size": loader.worker_buffer_size,

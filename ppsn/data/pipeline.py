@@ -30,8 +30,9 @@ Loading (:class:`Loader`, from ``config.data`` by :func:`loader_settings`): batc
 ``num_workers`` worker processes (or in the main process), each running ``decode_threads``
 library threads; read-ahead is bounded: ``prefetch_batches`` (no workers) or
 ``num_workers * (prefetch_batches + 2 * worker_buffer_size + 2)`` batches (Grain's buffers in
-and between the workers) beyond the one being consumed. Workers hand batches over through a
-shared-memory ring each (:mod:`ppsn.data.handoff`) and keep freed memory for reuse
+and between the workers) beyond the one being consumed. Workers hand batches over in place
+through a shared-memory ring each (:mod:`ppsn.data.handoff`: a batch's arrays are its slot's
+memory, reused once nothing refers to them) and keep freed memory for reuse
 (:mod:`ppsn.data.host_memory`).
 
 Eval (valid / test): no shuffle, nothing dropped or duplicated. The source is padded to a
@@ -247,6 +248,9 @@ def eval_dataset(source, spec: ClipSpec, batch_size: int, *,
 # ------------------------------------------------------------------------------------ loading
 
 MIN_SHM_BYTES = 64 * 2**10
+# Batches a consumer may hold while taking the next (the train loop: 2 on the devices ahead, 1
+# being put there, 1 in the step), each keeping its worker's ring slot; unused slots cost nothing.
+HELD_BATCHES = 6
 HANDOFFS = ("ring", "grain")
 CPUS_ENV = "PPSN_CPUS"  # CPUs this process may use (the launchers set it per process)
 
@@ -275,7 +279,7 @@ class Loader:
     batches; each producer (the main process without workers, else each worker) computes up to
     ``prefetch_batches`` batches ahead, in as many threads, and keeps up to ``retain_freed_mb``
     MiB of freed memory for reuse (:mod:`ppsn.data.host_memory`; 0: the C library's defaults).
-    Workers hand batches over through a shared-memory ring each (``handoff='ring'``,
+    Workers hand batches over in place through a shared-memory ring each (``handoff='ring'``,
     :mod:`ppsn.data.handoff`) or a new segment per array and batch (``'grain'``)."""
 
     num_workers: int = 0
@@ -344,8 +348,9 @@ def _init_worker(threads: int, retain_freed_mb: int, worker_index: int,
 
 
 def _ring_slots(loader: Loader) -> int:
-    """Slots per worker ring: above the batches Grain holds per worker (see ``read_ahead``)."""
-    return loader.prefetch_batches + 2 * loader.worker_buffer_size + 4
+    """Slots per worker ring: the batches Grain holds per worker (see ``read_ahead``) and those
+    the consumer holds."""
+    return loader.prefetch_batches + 2 * loader.worker_buffer_size + 4 + HELD_BATCHES
 
 
 def _grain_iterator(dataset: grain.MapDataset, loader: Loader) -> grain.DatasetIterator:
@@ -371,7 +376,7 @@ def _grain_iterator(dataset: grain.MapDataset, loader: Loader) -> grain.DatasetI
                                              loader.retain_freed_mb))
     from ppsn.data import host_memory
 
-    # This process makes the batches, or receives them (a copy per batch, :mod:`handoff`).
+    # This process makes the batches, or receives them (Grain's way allocates per batch).
     host_memory.retain_freed(loader.retain_freed_mb)
     return iter(it)
 
