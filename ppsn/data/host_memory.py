@@ -11,9 +11,9 @@ many MiB of freed memory beyond what it uses. Measured by ``python -m ppsn.bench
 --compare retain_freed_mb=0,64``.
 
 Called in each Grain worker at start-up, and in the main process when an iterator starts: it
-makes the batches itself (``num_workers=0``) or copies each one out of a worker's ring
-(:mod:`ppsn.data.handoff`; a 25-segment test video is 15.6 MB). Elsewhere than glibc (macOS,
-musl) it does nothing and says so once.
+makes the batches itself (``num_workers=0``) or receives them (in place from a worker's ring,
+:mod:`ppsn.data.handoff`, or Grain's way, which maps new memory per batch; a 25-segment test
+video is 15.6 MB). Elsewhere than glibc (macOS, musl) it does nothing and says so once.
 """
 
 from __future__ import annotations

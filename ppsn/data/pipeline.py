@@ -348,9 +348,9 @@ def _init_worker(threads: int, retain_freed_mb: int, worker_index: int,
 
 
 def _ring_slots(loader: Loader) -> int:
-    """Slots per worker ring: the batches Grain holds per worker (see ``read_ahead``) and those
+    """Slots per worker ring: the batches Grain holds per worker (``read_ahead``) and those
     the consumer holds."""
-    return loader.prefetch_batches + 2 * loader.worker_buffer_size + 4 + HELD_BATCHES
+    return loader.read_ahead // loader.num_workers + HELD_BATCHES
 
 
 def _grain_iterator(dataset: grain.MapDataset, loader: Loader) -> grain.DatasetIterator:
