@@ -80,10 +80,19 @@ def parse_absl_flags(argv):
 
 def config_flag(flag_values, name: str = "config"):
     """The value of an ml_collections config flag; a config file that does not load (ml_collections
-    reports it only when the value is read) is a :class:`UserError`."""
+    reports it only when the value is read), or that has a field the recipe has not (a
+    misspelling in its ``get_config()``), is a :class:`UserError`."""
     try:
         value = getattr(flag_values, name)
         value.keys()  # a config that failed to load raises on first use
-        return value
     except OSError as e:
         raise UserError(f"--{name}: {e}") from None
+    from ppsn.recipe import unknown_field  # ml_collections: not for the serving CLI
+
+    problem = unknown_field(value)
+    if problem:
+        from ml_collections import config_flags
+
+        raise UserError(f"--{name}={config_flags.get_config_filename(flag_values[name])}: "
+                        f"{problem}")
+    return value

@@ -165,6 +165,28 @@ def move_tree(src, dst, last: str | None = None) -> None:
     remove_tree(src)
 
 
+def write_new(p, data: bytes) -> bool:
+    """Writes file ``p`` only if it does not exist (atomically: of two writers one wins);
+    returns whether it did. Locally ``O_EXCL``; in a bucket an ``ifGenerationMatch=0``
+    upload (epath has no exclusive mode)."""
+    p = path(p)
+    if not is_remote(p):
+        try:
+            fd = os.open(os.fspath(p), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return True
+    from etils.epath.backend import fsspec_backend
+
+    try:
+        fsspec_backend.fs(os.fspath(p)).pipe_file(os.fspath(p), data, mode="create")
+    except FileExistsError:
+        return False
+    return True
+
+
 def copy_file(src, dst) -> None:
     """Copies one file, either side local or in a bucket."""
     src, dst = path(src), path(dst)

@@ -307,6 +307,10 @@ def _check_init_checkpoints(config, workdir: str | None, problems: _Problems) ->
     from ppsn.models.plan import STAGE_BLOCKS
 
     resuming = bool(workdir and checkpoint.saved_steps(workdir))
+    if resuming:  # the config the checkpoints were made with: only safe changes
+        from ppsn import resume_compat
+
+        problems.need(not (message := resume_compat.check(config, workdir)), message)
     if not resuming and config.model.depth in STAGE_BLOCKS:
         for field in ("init_from", "pretrained"):
             if config[field]:

@@ -96,6 +96,32 @@ def pptsn_config() -> ml_collections.ConfigDict:
     return c
 
 
+def _fields(config, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            out.extend(_fields(value, f"{prefix}{key}."))
+        else:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def unknown_field(config: ml_collections.ConfigDict) -> str | None:
+    """None if every field of ``config`` is one of the recipe's (:func:`pptsn_config`), else a
+    line naming the first other one and the recipe's closest name (a config file's
+    ``get_config()`` can add fields before the config is locked: a misspelling would be a
+    silently ignored new field)."""
+    import difflib
+
+    known = _fields(pptsn_config())
+    for field in _fields(config):
+        if field not in known:
+            close = difflib.get_close_matches(field, known, n=1)
+            return (f"{field} is not a field of the recipe (ppsn/recipe.py)"
+                    + (f"; did you mean {close[0]}?" if close else ""))
+    return None
+
+
 def ucf101_config() -> ml_collections.ConfigDict:
     """The recipe fine-tuned on UCF-101 split 1 from the converted K400 PP-TSN model."""
     c = pptsn_config()

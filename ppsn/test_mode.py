@@ -24,6 +24,7 @@ Outputs, beside each other in the output directory:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -34,7 +35,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from ppsn import backend, checkpoint, compilation, parallel, paths, preflight
+from ppsn import backend, checkpoint, compilation, parallel, paths, preflight, workdir_lock
 from ppsn.data import pipeline
 from ppsn.data.transforms import normalize, ten_crop_on_device
 from ppsn.models import chunked_logits
@@ -76,12 +77,12 @@ def run_test(config, weights: str, output_dir: str, force: bool = False) -> dict
     the first video (:func:`ppsn.preflight.check`). ``output_dir`` must be new, or with
     ``force`` an earlier test report (it holds ``summary.json``); the reports are written
     beside it and renamed into place at the end, so a failed run leaves the old ones intact."""
-    with compilation.CompileCounter() as compiles:
-        summary = _run_test(config, weights, output_dir, force, compiles)
+    with compilation.CompileCounter() as compiles, contextlib.ExitStack() as held:
+        summary = _run_test(config, weights, output_dir, force, compiles, held)
     return summary
 
 
-def _run_test(config, weights, output_dir, force, compiles) -> dict:
+def _run_test(config, weights, output_dir, force, compiles, held) -> dict:
     parallel.initialize_distributed()
     compilation.use_persistent_cache(
         config.compilation_cache_dir or compilation.user_cache_dir(), output_dir)
@@ -89,6 +90,9 @@ def _run_test(config, weights, output_dir, force, compiles) -> dict:
     num_classes = config.model.num_classes
     inputs = preflight.check(config, "test", mesh.devices.size, weights=weights,
                              output=output_dir, force=force)
+    # One run writes an output at a time (process 0 holds OUTPUT.ppsn-lock until the end).
+    held.enter_context(workdir_lock.job_lock(workdir_lock.output_lock_path(output_dir),
+                                             f"the test output {output_dir}"))
     source = inputs.test
     skipped = getattr(source, "skipped", [])
     names = inputs.label_names or [str(i) for i in range(num_classes)]

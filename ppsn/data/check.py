@@ -14,7 +14,9 @@ where training replaces no sample and test mode scores no video -1:
 * list lines that do not parse (fields, labels outside ``--num_classes``) are bad too.
 
 Prints ``N ok, M bad`` (and the first bad entries), then writes every bad entry with its reason
-to the report (default ``FILE.check.tsv``; its path is checked before the pass). Exit status
+to the report (default ``FILE.check.tsv``; its path is checked before the pass: never an input
+of the check, nor an existing file that is not an earlier report, whose first line is
+:data:`REPORT_HEADER`). Exit status
 (:mod:`ppsn.cli`): 0 all entries good; 1 some are bad (the report lists them), so the check
 can gate a job; 2 it could not run (missing list, bad arguments, an unwritable report) or the
 list has no entries.
@@ -108,12 +110,25 @@ def clip_specs(config_file: str | None = None) -> list:
         raise cli.UserError(f"--config {config_file or '(the recipe)'}: {e}") from None
 
 
-def check_report_path(path: str) -> None:
+REPORT_HEADER = "# ppsn data.check report"  # the first line: what an earlier report holds
+
+
+def check_report_path(path: str, inputs=()) -> None:
     """Raise :class:`ppsn.cli.UserError` unless a report can be written at ``path`` (checked
-    before the pass, so that hours of decoding never end in an unwritable report)."""
+    before the pass, so that hours of decoding never end in an unwritable report). A report is
+    never written over one of ``inputs`` (the list, the config) nor over an existing file that
+    is not an earlier report (its first line is :data:`REPORT_HEADER`)."""
     if os.path.isdir(path):
         raise cli.UserError(f"--report {path}: is a directory; give a file path")
+    for name, given in inputs:
+        if given and _same_file(path, given):
+            raise cli.UserError(f"--report {path}: is the {name} this check reads; give the "
+                                "report another path")
     existed = os.path.exists(path)
+    if existed and not _is_report(path):
+        raise cli.UserError(f"--report {path}: exists and is not an earlier data.check report "
+                            f"(its first line is not {REPORT_HEADER!r}); refusing to replace it: "
+                            "give the report another path or remove that file")
     try:
         with open(path, "a", encoding="utf-8"):
             pass
@@ -123,13 +138,27 @@ def check_report_path(path: str) -> None:
         os.remove(path)
 
 
+def _same_file(a: str, b: str) -> bool:
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)  # also through a link or another spelling
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _is_report(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.readline().rstrip(b"\r\n") == REPORT_HEADER.encode()
+    except OSError:
+        return False
+
+
 def run_check(list_file: str, fmt: str, data_prefix: str = "", num_classes: int | None = None,
               report: str | None = None, num_workers: int = 1, progress: bool = True,
-              specs=None):
+              specs=None, config_file: str | None = None):
     """Returns ``(num_ok, bad, report path)`` with ``bad`` a list of ``(where, reason)``; does
     not write the report (:func:`write_report`)."""
     report = report or list_file + ".check.tsv"
-    check_report_path(report)
+    check_report_path(report, [("--list", list_file), ("--config", config_file)])
     source = ListFileSource(list_file, fmt, data_prefix, num_classes)
     if not source.records and not source.skipped:
         raise cli.NothingToDo(f"{list_file} has no entries: nothing to check")
@@ -150,7 +179,7 @@ def run_check(list_file: str, fmt: str, data_prefix: str = "", num_classes: int 
 
 def write_report(report: str, bad) -> None:
     with open(report, "w", encoding="utf-8") as f:
-        f.write("entry\treason\n")
+        f.write(f"{REPORT_HEADER}\nentry\treason\n")
         f.writelines(f"{where}\t{reason}\n" for where, reason in bad)
 
 
@@ -171,7 +200,7 @@ def run(argv=None) -> int:
     try:
         num_ok, bad, report = run_check(args.list, args.format, args.data_prefix,
                                         args.num_classes, args.report, args.num_workers,
-                                        specs=specs)
+                                        specs=specs, config_file=args.config)
     except ValueError as e:  # a list that is not a text file, a bad format
         raise cli.UserError(str(e)) from None
     print(f"{num_ok} ok, {len(bad)} bad")  # before the report is written, whatever happens

@@ -30,6 +30,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ppsn import cli
+from ppsn.cli import UserError
+
 SHAPES = ("circle", "square", "triangle", "cross", "ring")
 COLOURS = ("warm", "cool")
 CLASS_NAMES = tuple(f"{c}_{s}" for c in COLOURS for s in SHAPES)
@@ -123,15 +126,20 @@ def generate(output: str, *, seed: int = 0, num_frames: int = 24, width: int = 1
              height: int = 96, videos_per_class: dict[str, int] | None = None,
              progress: bool = False) -> dict:
     """Write the dataset under ``output`` (idempotent: an existing complete copy with the same
-    settings is kept). Returns the settings, also written to ``output/toy.json``."""
+    settings is kept). Returns the settings, also written to ``output/toy.json``. ``output``
+    must be new, an empty folder or one the generator made (:func:`_check_owned`)."""
     settings = {"seed": seed, "num_frames": num_frames, "width": width, "height": height,
                 "videos_per_class": dict(videos_per_class or SPLITS),
                 "classes": list(CLASS_NAMES)}
     marker = os.path.join(output, MARKER)
     if os.path.exists(marker):
         with open(marker) as f:
-            if json.load(f) == settings:
+            if _load(f) == settings:
                 return settings
+    _check_owned(output)
+    os.makedirs(output, exist_ok=True)
+    with open(marker, "w") as f:  # first: the folder is the generator's from now on
+        json.dump({"complete": False}, f)
     os.makedirs(os.path.join(output, "videos"), exist_ok=True)
     os.makedirs(os.path.join(output, "frames"), exist_ok=True)
     with open(os.path.join(output, "label_list.txt"), "w") as f:
@@ -160,7 +168,44 @@ def generate(output: str, *, seed: int = 0, num_frames: int = 24, width: int = 1
     return settings
 
 
+def _load(f):
+    try:
+        return json.load(f)
+    except ValueError:
+        return None
+
+
+def _check_owned(output: str, name: str = "--output") -> None:
+    """The generator only creates a folder or fills one it made (it holds ``toy.json``):
+    anything else is refused, so that it never writes over a user's lists or videos."""
+    if not os.path.lexists(output):
+        return
+    if not os.path.isdir(output):
+        raise UserError(f"{name}={output} is a file, not a folder the toy generator made: give "
+                        "the toy dataset a new folder")
+    if os.listdir(output) and not os.path.exists(os.path.join(output, MARKER)):
+        hint = (", or set --config.data.generate_toy=False to train on its lists"
+                if name.startswith("--config") else "")
+        raise UserError(f"{name}={output} holds files the toy generator did not write (no "
+                        f"{MARKER}): refusing to write the toy dataset there; give it a new "
+                        f"folder{hint}")
+
+
+def _complete(output: str) -> bool:
+    """Whether ``output`` holds a whole toy dataset (its marker has the settings)."""
+    try:
+        with open(os.path.join(output, MARKER)) as f:
+            settings = _load(f)
+    except OSError:
+        return False
+    return isinstance(settings, dict) and "classes" in settings
+
+
 def main(argv=None) -> int:
+    return cli.run(_main, argv)
+
+
+def _main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ppsn.data.toy", description=__doc__.split("\n")[0])
     parser.add_argument("--output", required=True)
     parser.add_argument("--seed", type=int, default=0)
@@ -179,16 +224,18 @@ if __name__ == "__main__":
 
 def ensure_toy_data(data_cfg) -> None:
     """Write the embedded toy dataset to ``data_cfg.data_prefix`` when the config asks for it
-    (``generate_toy``) and it is absent (a complete copy is kept as is)."""
+    (``generate_toy``) and it is absent (a complete copy is kept as is). ``data_prefix`` must
+    be new, an empty folder or one the generator made: a user's data is never written over."""
     if not data_cfg.generate_toy:
         return
     from ppsn import paths
 
     if paths.is_remote(data_cfg.data_prefix):
-        raise ValueError(f"--config.data.generate_toy writes local files; data_prefix "
+        raise UserError(f"--config.data.generate_toy writes local files; data_prefix "
                          f"{data_cfg.data_prefix} is a bucket: generate the toy data locally "
                          "(python -m ppsn.data.toy DIR) and copy it there, then set "
                          "--config.data.generate_toy=False")
-    if not os.path.exists(os.path.join(data_cfg.data_prefix, MARKER)):
+    if not _complete(data_cfg.data_prefix):
+        _check_owned(data_cfg.data_prefix, "--config.data.data_prefix")
         log.info("generating the toy dataset in %s", data_cfg.data_prefix)
         generate(data_cfg.data_prefix, progress=True)

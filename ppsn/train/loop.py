@@ -17,6 +17,7 @@ every pending metric is checked before a checkpoint is written.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import math
@@ -26,7 +27,7 @@ from typing import Any
 
 import jax
 
-from ppsn import backend, checkpoint, compilation, parallel, paths, preflight
+from ppsn import backend, checkpoint, compilation, parallel, paths, preflight, workdir_lock
 from ppsn.data import pipeline, toy
 from ppsn.train import prefetch, reporting, steps, tasks, validation
 
@@ -72,15 +73,14 @@ class Progress:
     device_wait_s: float = 0.0
 
 
-def setup(config, workdir: str) -> Run:
-    """Data, task, compiled steps, the data iterator, the checkpointer and the writer."""
+def setup(config, workdir: str, claim=None) -> Run:
+    """Data, task, compiled steps, the data iterator, the checkpointer and the writer. Nothing
+    is written into ``workdir`` before the pre-flight passed; then ``claim(workdir)`` (if
+    given) takes it (the lock, ``train.log``)."""
     parallel.initialize_distributed()
-    workdir = os.fspath(paths.makedirs(paths.absolute(workdir)))
-    compilation.use_persistent_cache(config.compilation_cache_dir, workdir)
+    workdir = os.fspath(paths.absolute(workdir))
     if jax.process_index() == 0:
         toy.ensure_toy_data(config.data)
-        paths.path(paths.join(workdir, "config.json")).write_text(
-            config.to_json_best_effort(indent=2))
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
@@ -92,6 +92,13 @@ def setup(config, workdir: str) -> Run:
              backend.conv_impl(config.model.conv_impl), config.batch_size,
              f"{config.batch_size / mesh.devices.size:g}")
     inputs = preflight.check(config, "train", mesh.devices.size, workdir=workdir)
+    if claim is not None:
+        claim(workdir)
+    workdir = os.fspath(paths.makedirs(workdir))
+    compilation.use_persistent_cache(config.compilation_cache_dir, workdir)
+    if jax.process_index() == 0:
+        paths.path(paths.join(workdir, "config.json")).write_text(
+            config.to_json_best_effort(indent=2))
     train_source = inputs.train
     local_batch = parallel.check_batch_size(config.batch_size, mesh)
     steps_per_epoch = len(train_source) // config.batch_size
@@ -200,13 +207,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
     only process 0 prints the per-step lines (the others print warnings and errors)."""
     parallel.initialize_distributed()
     workdir = os.fspath(paths.absolute(workdir))  # a gs:// URL stays one
-    with reporting.run_logs(workdir, jax.process_index()):
-        return _train_and_evaluate(config, workdir)
+    with reporting.run_logs(workdir, jax.process_index()) as logs, \
+            contextlib.ExitStack() as held:
+        def claim(workdir):  # once the pre-flight passed: the lock (process 0), then train.log
+            held.enter_context(workdir_lock.job_lock(workdir_lock.train_lock_path(workdir),
+                                                     f"--workdir={workdir}"))
+            logs.open_file()
+
+        return _train_and_evaluate(config, workdir, claim)
 
 
-def _train_and_evaluate(config, workdir: str) -> dict:
+def _train_and_evaluate(config, workdir: str, claim) -> dict:
     compiles = compilation.CompileCounter().open()
-    run = setup(config, workdir)
+    run = setup(config, workdir, claim)
     state, rng, start = restore_or_initialize(run)
     log.info("training %s: %d videos, %d steps per epoch, %d steps, global batch %d on %d "
              "devices (%d processes)", type(run.task.model).__name__, run.num_videos,

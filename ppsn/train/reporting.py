@@ -132,36 +132,71 @@ def non_finite_message(m: dict, step: int) -> str | None:
             "(lower --config.optim.base_lr, or check the data)")
 
 
+class RunLogs:
+    """The handlers of a run's log (:func:`run_logs`). Process 0's lines are held in memory
+    until :meth:`open_file` (once the run's pre-flight passed and it holds the workdir), then
+    written to ``WORKDIR/train.log`` and appended there: a refused run writes nothing there."""
+
+    def __init__(self, logger, workdir: str, process_index: int, formatter):
+        self.logger, self.workdir, self.formatter = logger, workdir, formatter
+        self.file: MirroredFileHandler | None = None
+        self.held = _Held() if process_index == 0 else None
+        console = logging.StreamHandler(sys.stdout)
+        console.setLevel(logging.INFO if process_index == 0 else logging.WARNING)
+        self.handlers = [console] + ([self.held] if self.held else [])
+        for handler in self.handlers:
+            handler.setFormatter(formatter)
+            logger.addHandler(handler)
+
+    def open_file(self) -> None:
+        if self.held is None or self.file is not None:
+            return
+        self.file = MirroredFileHandler(paths.join(os.fspath(self.workdir), LOG_FILE))
+        self.file.setFormatter(self.formatter)
+        for record in self.held.records:
+            self.file.handle(record)
+        self.logger.removeHandler(self.held)
+        self.handlers.remove(self.held)
+        self.handlers.append(self.file)
+        self.logger.addHandler(self.file)
+
+    def close(self) -> None:
+        for handler in self.handlers:
+            self.logger.removeHandler(handler)
+            handler.close()
+
+
+class _Held(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
 @contextlib.contextmanager
 def run_logs(workdir: str, process_index: int):
     """During a run, ppsn's log goes to stdout and (process 0) is appended to
-    ``WORKDIR/train.log``; processes other than 0 print only warnings and errors. An error that
-    ends the run is written to ``train.log`` too."""
+    ``WORKDIR/train.log`` from :meth:`RunLogs.open_file` on (the lines before it included);
+    processes other than 0 print only warnings and errors. An error that ends the run is
+    written to ``train.log`` too, if it was opened. Yields the :class:`RunLogs`."""
     logger = logging.getLogger("ppsn")
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    console = logging.StreamHandler(sys.stdout)
-    console.setLevel(logging.INFO if process_index == 0 else logging.WARNING)
-    handlers = [console]
-    if process_index == 0:
-        handlers.append(MirroredFileHandler(paths.join(os.fspath(workdir), LOG_FILE)))
-    for handler in handlers:
-        handler.setFormatter(formatter)
-        logger.addHandler(handler)
+    logs = RunLogs(logger, workdir, process_index,
+                   logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     saved = logger.level, logger.propagate
     logger.setLevel(logging.INFO)
     logger.propagate = False  # not twice on a terminal (absl's handler writes to stderr)
     try:
-        yield
+        yield logs
     except BaseException as e:
-        if len(handlers) > 1:  # the file: the run's record says how it ended
-            handlers[1].handle(logger.makeRecord(
+        if logs.file is not None:  # the file: the run's record says how it ended
+            logs.file.handle(logger.makeRecord(
                 logger.name, logging.ERROR, __file__, 0, "stopped: %s: %s",
                 (type(e).__name__, e), None))
         raise
     finally:
-        for handler in handlers:
-            logger.removeHandler(handler)
-            handler.close()
+        logs.close()
         logger.setLevel(saved[0])
         logger.propagate = saved[1]
 
