@@ -17,6 +17,8 @@ import json
 
 from ppsn import paths
 
+CONFIG_FILE = "config.json"  # a run's config, written once its pre-flight passed
+
 SAFE = frozenset({
     "log_interval", "validate", "val_interval", "valid_batch_size", "test_batch_per_device",
     "checkpoint_every_steps", "keep_checkpoints", "max_steps", "compilation_cache_dir", "amp",
@@ -50,25 +52,24 @@ def unsafe_changes(saved: dict, config) -> list[tuple[str, object, object]]:
             if k not in SAFE and old[k] != new[k]]
 
 
-def refusal(saved_file: str, saved: dict, config) -> str | None:
-    """The one-line refusal for resuming ``saved`` (read from ``saved_file``) as ``config``,
-    or None when every change is safe."""
+def refusal(workdir: str, saved: dict, config) -> str | None:
+    """The one-line refusal for resuming ``workdir``, whose config is ``saved``, as ``config``;
+    None when every change is safe."""
     changes = unsafe_changes(saved, config)
     if not changes:
         return None
     what = ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in changes[:8])
     more = f" and {len(changes) - 8} more" if len(changes) > 8 else ""
-    return (f"the workdir's checkpoints were trained with another config: resuming would change "
-            f"{what}{more} (the model's shapes or the training schedule); keep the values of "
-            f"{saved_file} or use another --workdir")
+    return (f"--workdir={workdir} holds checkpoints trained with another config: resuming would "
+            f"change {what}{more} (the model's shapes or the training schedule); keep the values "
+            f"of {paths.join(workdir, CONFIG_FILE)} or use another --workdir")
 
 
 def check(config, workdir: str) -> str | None:
     """:func:`refusal` for resuming ``workdir`` as ``config``; None when the workdir has no
     readable ``config.json`` (an older run: nothing to compare)."""
-    saved_file = paths.join(workdir, "config.json")
     try:
-        saved = json.loads(paths.path(saved_file).read_text())
+        saved = json.loads(paths.path(paths.join(workdir, CONFIG_FILE)).read_text())
     except (OSError, ValueError):
         return None
-    return refusal(saved_file, saved, config) if isinstance(saved, dict) else None
+    return refusal(workdir, saved, config) if isinstance(saved, dict) else None

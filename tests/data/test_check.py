@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 
+from ppsn.data import check
 from tests.data import media
 
 
@@ -25,7 +26,7 @@ def test_check_cli_finds_every_kind_of_bad_entry(toy_dir, tmp_path):
     assert result.returncode == 1, result.stderr  # bad entries found: it can gate a job
     assert f"{len(videos) - 4} ok, 5 bad" in result.stdout
     report = (root / "videos.list.check.tsv").read_text().splitlines()
-    assert report[0] == "entry\treason" and len(report) == 6
+    assert report[:2] == [check.REPORT_HEADER, "entry\treason"] and len(report) == 7
     assert any("missing video file" in r for r in report)
     assert any("empty video file" in r for r in report)
 
