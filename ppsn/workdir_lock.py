@@ -8,15 +8,16 @@ refused with one line naming the holder: host, pid, start time, command.
 The file is JSON: the holder and a heartbeat (the holder's wall clock, rewritten every
 ``heartbeat_s`` seconds by a thread). It is *stale*, and taken over with a warning, when
 
-* the holder is on this host and its process is gone (its pid is not running, or now belongs
-  to a process started at another time), e.g. a run killed with SIGKILL;
+* the holder is on this host (and in this pid namespace) and its process is gone (its pid is
+  not running, or now belongs to a process started at another time), e.g. a run killed with
+  SIGKILL;
 * the holder is on another host (a bucket or a network file system shared by several
-  machines) and its heartbeat is older than ``STALE_BEATS`` beats: a lease. Hosts' clocks must
-  agree to well within that (NTP does).
+  machines, or another container) and its heartbeat is older than ``STALE_BEATS`` beats: a
+  lease. Hosts' clocks must agree to well within that (NTP does).
 
-Every read and write goes through ``etils.epath`` (:mod:`ppsn.paths`), so a ``gs://`` workdir
-works like a local one; taking the lock is an exclusive create (``O_EXCL`` locally, an
-``ifGenerationMatch=0`` precondition in a bucket), so of two runs starting together one wins.
+Paths go through :mod:`ppsn.paths` (``etils.epath``), so a ``gs://`` workdir works like a local
+one; taking the lock is an exclusive create (:func:`ppsn.paths.write_new`: ``O_EXCL`` locally,
+an ``ifGenerationMatch=0`` upload in a bucket), so of two runs starting together one wins.
 """
 
 from __future__ import annotations
@@ -68,9 +69,19 @@ def _alive(pid: int, start: str | None) -> bool:
     return start is None or current is None or current == start
 
 
+def _pid_namespace() -> str | None:
+    """Which processes a pid names (containers on one host name the same host but each has
+    its own pids): a holder in another namespace is judged by its heartbeat."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
 def is_stale(holder: dict, now: float, stale_after: float) -> bool:
     """Whether the lock of ``holder`` no longer protects a run (see the module doc)."""
-    if holder.get("host") == socket.gethostname():
+    if (holder.get("host") == socket.gethostname()
+            and holder.get("pid_namespace") == _pid_namespace()):
         return not _alive(int(holder.get("pid", -1)), holder.get("pid_start"))
     return now - float(holder.get("heartbeat", 0)) > stale_after
 
@@ -93,6 +104,7 @@ class WorkdirLock:
         self.stale_after = STALE_BEATS * heartbeat_s
         self.record = {
             "host": socket.gethostname(), "pid": os.getpid(), "pid_start": _proc_start(os.getpid()),
+            "pid_namespace": _pid_namespace(),
             "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
             "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
             "token": uuid.uuid4().hex, "heartbeat": time.time()}
