@@ -97,3 +97,16 @@ def test_a_bucket_lease_blocks_while_its_heartbeat_runs_and_not_after(gcs_dir):
     finally:
         mine.release()
     assert not paths.exists(lock)
+
+
+def test_test_mode_refuses_an_output_another_run_writes(toy_dir, tmp_path):
+    from ppsn import test_mode
+    from tests.test_preflight import _config, _save
+
+    weights = _save(tmp_path / "r18", 18, 10)
+    out = tmp_path / "out"
+    with WorkdirLock(workdir_lock.output_lock_path(out), "the other run's output"):
+        with pytest.raises(WorkdirInUse, match=rf"^the test output {out} is in use by another run "
+                                               rf"\(host {socket.gethostname()}, pid {os.getpid()}"):
+            test_mode.run_test(_config(toy_dir), weights, str(out))
+    assert sorted(os.listdir(tmp_path)) == ["r18"]  # nothing written, the lock released
