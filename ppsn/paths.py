@@ -201,7 +201,7 @@ class Mirror:
         self.directory = directory
         self.interval = interval
         self._pushed: dict[str, tuple] = {}
-        self._last = 0.0
+        self._last: float | None = None  # time.monotonic() of the last push; None: none yet
         if not self.remote:
             self.local = os.fspath(self.target)
             if directory:
@@ -219,8 +219,9 @@ class Mirror:
             self._pushed[self.local] = _signature(self.local)
 
     def push(self, now: bool = False) -> None:
-        if not self.remote or (not now and time.monotonic() - self._last < self.interval):
-            return
+        if not self.remote or (not now and self._last is not None
+                               and time.monotonic() - self._last < self.interval):
+            return  # the first push is always sent (monotonic() may count from a recent boot)
         self._last = time.monotonic()
         if not self.directory:
             self._push_file(self.local, self.target)

@@ -76,6 +76,19 @@ def test_a_mirrored_file_appends_across_runs_in_a_bucket(gcs_dir):
     assert paths.listdir(paths.join(gcs_dir, "tensorboard")) == ["events.1"]
 
 
+def test_the_first_push_is_sent_on_a_machine_booted_a_moment_ago(gcs_dir, monkeypatch):
+    """time.monotonic() counts from boot: 5 s after it, a mirror with a 30 s interval still
+    sends its first push at once (a freshly started VM's train.log reaches the bucket)."""
+    monkeypatch.setattr(time, "monotonic", lambda: 5.0)
+    target = paths.join(gcs_dir, "train.log")
+    mirror = paths.Mirror(target, interval=30)
+    with open(mirror.local, "a") as f:
+        f.write("step 1\n")
+    mirror.push()
+    assert paths.path(target).read_text() == "step 1\n"
+    mirror.close()
+
+
 def test_a_gs_path_without_the_gcs_extra_is_a_one_line_error(tmp_path):
     """gcsfs made unimportable: the run stops at once, naming the extra to install."""
     code = ("import runpy, sys; sys.modules['gcsfs'] = None; sys.argv = ['ppsn.main', "
