@@ -87,6 +87,7 @@ class ListFileSource:
         self.format = fmt
         self.records: list[dict[str, Any]] = []
         self.skipped: list[SkippedLine] = []
+        self.line_numbers: list[int] = []  # the list file's line of each record
         try:
             lines = paths.path(list_file).read_bytes().decode("utf-8-sig").splitlines()
         except FileNotFoundError:
@@ -104,6 +105,7 @@ class ListFileSource:
                 continue
             record["index"] = len(self.records)
             self.records.append(record)
+            self.line_numbers.append(number)
         if self.skipped:
             log.warning("%s: %d bad lines skipped, %d records kept", list_file,
                         len(self.skipped), len(self.records))

@@ -135,3 +135,20 @@ def test_check_finds_every_entry_the_pipelines_would_replace_or_score_minus_1(to
     assert "frames of different sizes: img_00007.jpg is 64x48, img_00001.jpg 128x96" in \
         reasons[str(dirs[0])]
     assert reasons[str(dirs[2])].startswith("img_00012.jpg: empty image file")
+
+
+def test_check_flags_a_line_naming_an_entry_twice(toy_dir, tmp_path):
+    from ppsn.data import check
+    from ppsn.data.clips import ClipSpec
+
+    lines = (toy_dir / "test_frames.list").read_text().splitlines()[:3]
+    first_dir, frames, label = lines[0].split()
+    other = (int(label) + 1) % 10
+    listed = lines + [lines[0], f"{first_dir} {frames} {other}"]
+    (tmp_path / "dup.list").write_text("\n".join(listed) + "\n")
+    num_ok, bad, _ = check.run_check(str(tmp_path / "dup.list"), "frames", str(toy_dir), 10,
+                                     str(tmp_path / "r.tsv"), progress=False,
+                                     specs=[ClipSpec("valid", 1, 40, 32)])
+    assert num_ok == 3 and bad == [
+        (f"{tmp_path / 'dup.list'}:4", f"duplicate of line 1 (label {label} there too)"),
+        (f"{tmp_path / 'dup.list'}:5", f"duplicate of line 1 (label {label} there, {other} here)")]
