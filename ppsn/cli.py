@@ -9,7 +9,8 @@ Exit codes (the same for ``ppsn.main``, ``ppsn.export``, ``ppsn.predict``, ``pps
   -1 or list lines it skipped); the output says which;
 * ``2`` (:data:`USAGE`): nothing (or nothing more) was done because of the command line, the
   config or an input the whole run depends on; one line on stderr, ``error: ...``, names the
-  thing to fix.
+  thing to fix;
+* ``130`` (:data:`INTERRUPTED`): stopped by Ctrl-C (SIGINT), one line on stderr.
 
 An expected error is a :class:`UserError` (or a missing / existing path: ``FileNotFoundError``,
 ``FileExistsError``, ...); :func:`run` turns it into that one line. Anything else is a bug and
@@ -22,6 +23,7 @@ import sys
 from typing import Callable
 
 OK, SOME_INPUTS_BAD, USAGE = 0, 1, 2
+INTERRUPTED = 130  # Ctrl-C (SIGINT): 128 + 2, as shells report it
 
 # Errors about a path the user gave: never a bug of ppsn's.
 PATH_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
@@ -60,6 +62,9 @@ def run(fn: Callable[..., int | None], *args, **kwargs) -> int:
     except PATH_ERRORS as e:
         print(one_line(e), file=sys.stderr)
         return USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C) before the command finished", file=sys.stderr)
+        return INTERRUPTED
 
 
 def parse_absl_flags(argv):

@@ -106,6 +106,22 @@ def makedirs(p) -> epath.Path:
     return p
 
 
+def check_folder(p, flag: str) -> None:
+    """A :class:`UserError` naming ``flag`` if local ``p`` is a file or sits under one (a
+    folder cannot be made there); a bucket path needs no folder."""
+    if is_remote(p):
+        return
+    target = here = os.path.abspath(os.path.expanduser(os.fspath(p)))
+    while True:
+        if os.path.exists(here) and not os.path.isdir(here):
+            where = "is a file" if here == target else f"is under {here}, a file"
+            raise UserError(f"{flag}={os.fspath(p)}: {where}, not a folder")
+        parent = os.path.dirname(here)
+        if parent == here:
+            return
+        here = parent
+
+
 def is_dir(p) -> bool:
     return path(p).is_dir()
 

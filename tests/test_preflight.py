@@ -168,6 +168,18 @@ def test_config_file_errors_are_one_line_naming_the_file_and_line(tmp_path):
     assert not (tmp_path / "w").exists()
 
 
+def test_a_workdir_that_is_a_file_or_under_one_is_one_line_naming_it(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for workdir, where in ((tmp_path / "file", "is a file"),
+                           (tmp_path / "file" / "run", f"is under {tmp_path / 'file'}, a file")):
+        for mode in ("--mode=train", "--mode=test"):
+            done = subprocess.run([sys.executable, "-m", "ppsn.main", mode, "--weights=w",
+                                   "--config=configs/pptsn_toy.py", f"--workdir={workdir}"],
+                                  cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+            assert done.returncode == 2 and done.stderr == (
+                f"error: --workdir={workdir}: {where}, not a folder\n"), done.stderr
+
+
 def test_the_cli_usage_errors_are_one_line(tmp_path):
     for args in (["--config=configs/pptsn_toy.py"],  # training without --workdir
                  ["--config=configs/nope.py", f"--workdir={tmp_path}"],

@@ -140,7 +140,8 @@ def run_check(list_file: str, fmt: str, data_prefix: str = "", num_classes: int 
     duplicates = _duplicates(source)
     bad += [(f"{list_file}:{line}", reason) for line, reason in duplicates.values()]
     records = [r for r in source.records if r["index"] not in duplicates]
-    with concurrent.futures.ThreadPoolExecutor(max(1, num_workers)) as pool:
+    pool = concurrent.futures.ThreadPoolExecutor(max(1, num_workers))
+    try:
         results = pool.map(lambda r: check_record(r, specs), records)
         num_ok = 0
         for record, reason in tqdm(zip(records, results), total=len(records), unit="video",
@@ -149,6 +150,8 @@ def run_check(list_file: str, fmt: str, data_prefix: str = "", num_classes: int 
                 num_ok += 1
             else:
                 bad.append((record.get("frame_dir") or record.get("video_path"), reason))
+    finally:  # on Ctrl-C: the entries not started are dropped, not checked first
+        pool.shutdown(wait=True, cancel_futures=True)
     return num_ok, bad, report
 
 

@@ -152,3 +152,32 @@ def test_check_flags_a_line_naming_an_entry_twice(toy_dir, tmp_path):
     assert num_ok == 3 and bad == [
         (f"{tmp_path / 'dup.list'}:4", f"duplicate of line 1 (label {label} there too)"),
         (f"{tmp_path / 'dup.list'}:5", f"duplicate of line 1 (label {label} there, {other} here)")]
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
+    """SIGINT while data.check waits for its list (a FIFO no one writes to): no traceback."""
+    import signal
+    import time
+
+    fifo = tmp_path / "list.fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ppsn.data.check", "--list", str(fifo), "--format", "videos",
+         "--report", str(tmp_path / "r.tsv")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 300
+    while True:  # opens (non-blocking) once the check has opened the list to read it
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+    try:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        os.close(fd)
+    assert proc.returncode == 130 and err == (
+        "error: interrupted (Ctrl-C) before the command finished\n"), err
+    assert not (tmp_path / "r.tsv").exists()
