@@ -37,7 +37,7 @@ def run(argv) -> int:
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save step at INFO
     config = cli.config_flag(FLAGS)
     if FLAGS.workdir:
-        paths.check_folder(FLAGS.workdir, "--workdir")
+        paths.check_usable_dir(FLAGS.workdir, "--workdir")
     if FLAGS.mode == "train":
         if not FLAGS.workdir:
             raise cli.UserError("--workdir is required for training")

@@ -106,10 +106,12 @@ def makedirs(p) -> epath.Path:
     return p
 
 
-def check_folder(p, flag: str) -> None:
-    """A :class:`UserError` naming ``flag`` if local ``p`` is a file or sits under one (a
-    folder cannot be made there); a bucket path needs no folder."""
+def check_usable_dir(p, flag: str) -> None:
+    """A :class:`UserError` naming ``flag`` when ``p`` cannot be a folder: a local path that is
+    a file or sits under one; a bucket path without credentials or a reachable server (found
+    in seconds, not after a minute of retries)."""
     if is_remote(p):
+        _check_gcs_reachable(p, flag)
         return
     target = here = os.path.abspath(os.path.expanduser(os.fspath(p)))
     while True:
@@ -120,6 +122,33 @@ def check_folder(p, flag: str) -> None:
         if parent == here:
             return
         here = parent
+
+
+def _check_gcs_reachable(url, flag: str, timeout: float = 5.0) -> None:
+    import socket
+    import urllib.parse
+
+    path(url)  # the gcs extra
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if emulator:
+        parsed = urllib.parse.urlsplit(emulator if "//" in emulator else f"http://{emulator}")
+        server = f"the storage server {emulator} (STORAGE_EMULATOR_HOST)"
+        address = (parsed.hostname, parsed.port or 80)
+    else:
+        import google.auth
+        import google.auth.exceptions
+
+        try:
+            google.auth.default()
+        except google.auth.exceptions.DefaultCredentialsError as e:
+            raise UserError(f"{flag}={url}: no Google Cloud credentials ({e}): run `gcloud auth "
+                            "application-default login` or set GOOGLE_APPLICATION_CREDENTIALS"
+                            ) from None
+        server, address = "storage.googleapis.com", ("storage.googleapis.com", 443)
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+    except OSError as e:
+        raise UserError(f"{flag}={url}: cannot reach {server}: {e.strerror or e}") from None
 
 
 def is_dir(p) -> bool:

@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from ppsn import checkpoint, paths
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, require_module
 
 
 def _run(*args, timeout=600, **kwargs):
@@ -99,6 +99,28 @@ def test_a_gs_path_without_the_gcs_extra_is_a_one_line_error(tmp_path):
     assert done.stderr.strip().splitlines()[-1] == (
         "error: gs://ppsn-test/run: gs:// paths need the 'gcs' extra: pip install 'ppsn[gcs]' "
         "(gcsfs)")
+
+
+def test_a_bucket_workdir_without_a_server_or_credentials_fails_at_once(tmp_path):
+    """One line naming what is missing, before any retries (which took ~50 s)."""
+    import socket
+
+    require_module("gcsfs")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if "STORAGE" not in k and "GOOGLE" not in k}
+    cases = [({"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}"},
+              f"cannot reach the storage server http://127.0.0.1:{port} (STORAGE_EMULATOR_HOST): "
+              "Connection refused"),
+             ({"GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "missing.json")},
+              f"no Google Cloud credentials (File {tmp_path / 'missing.json'} was not found.)")]
+    for extra, message in cases:
+        done = _run("-m", "ppsn.main", "--config=configs/pptsn_toy.py",
+                    "--workdir=gs://ppsn-test/run", env={**env, **extra}, timeout=60)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert done.stderr.strip().splitlines()[-1].startswith(
+            f"error: --workdir=gs://ppsn-test/run: {message}"), done.stderr[-2000:]
 
 
 def test_variables_checkpoints_in_a_bucket(gcs_dir):
