@@ -176,8 +176,8 @@ def test_a_run_in_a_bucket_killed_and_resumed_matches_a_local_run(toy_dir, gcs_d
     cmd = [sys.executable, *_toy_flags(data, workdir)]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.time() + 400
-    while not checkpoint.saved_steps(workdir) and proc.poll() is None and time.time() < deadline:
+    deadline = time.monotonic() + 400
+    while not checkpoint.saved_steps(workdir) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
