@@ -77,9 +77,7 @@ def parse_absl_flags(argv):
         _check_config_file(flags.FLAGS[name])
     try:
         return flags.FLAGS(argv)
-    except UserError as e:  # a config file that does not load
-        print(one_line(e), file=sys.stderr)
-    except (flags.Error, OSError) as e:
+    except (UserError, flags.Error, OSError) as e:  # UserError: a config file that does not load
         print(one_line(e), file=sys.stderr)
     except (AttributeError, KeyError, TypeError, ValueError) as e:  # a --config.FIELD override
         while e.args and isinstance(e.args[0], BaseException):  # ml_collections wraps a KeyError

@@ -117,7 +117,7 @@ def test_a_bucket_workdir_without_a_server_or_credentials_fails_at_once(tmp_path
               f"no Google Cloud credentials (File {tmp_path / 'missing.json'} was not found.)")]
     for extra, message in cases:
         done = _run("-m", "ppsn.main", "--config=configs/pptsn_toy.py",
-                    "--workdir=gs://ppsn-test/run", env={**env, **extra}, timeout=60)
+                    "--workdir=gs://ppsn-test/run", env={**env, **extra}, timeout=300)
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
         assert done.stderr.strip().splitlines()[-1].startswith(
             f"error: --workdir=gs://ppsn-test/run: {message}"), done.stderr[-2000:]
