@@ -32,7 +32,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from ppsn import cli
+from ppsn import cli, paths
 from ppsn.data import clips, decode
 from ppsn.data.lists import ListFileSource
 
@@ -160,6 +160,7 @@ def _duplicates(source) -> dict[int, tuple[int, str]]:
     first, out = {}, {}
     for record, line in zip(source.records, source.line_numbers):
         entry = record.get("frame_dir") or record.get("video_path")
+        entry = entry if paths.is_remote(entry) else os.path.normpath(entry)  # a/./b/ is a/b
         if entry in first:
             earlier_line, earlier_label = first[entry]
             labels = (f"label {record['label']} there too" if record["label"] == earlier_label

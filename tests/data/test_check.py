@@ -144,7 +144,7 @@ def test_check_flags_a_line_naming_an_entry_twice(toy_dir, tmp_path):
     lines = (toy_dir / "test_frames.list").read_text().splitlines()[:3]
     first_dir, frames, label = lines[0].split()
     other = (int(label) + 1) % 10
-    listed = lines + [lines[0], f"{first_dir} {frames} {other}"]
+    listed = lines + [lines[0], f"./{first_dir}/ {frames} {other}"]
     (tmp_path / "dup.list").write_text("\n".join(listed) + "\n")
     num_ok, bad, _ = check.run_check(str(tmp_path / "dup.list"), "frames", str(toy_dir), 10,
                                      str(tmp_path / "r.tsv"), progress=False,
