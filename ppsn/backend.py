@@ -19,6 +19,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ppsn.cli import ConfigError
+
 ACCELERATORS = ("gpu", "tpu")
 CONV_IMPLS = ("auto", "matmul", "im2col", "xla")
 CPU_VIEWS_PER_CALL = 10  # measured on 2 CPU cores: 250 R50 views at once run ~1.6x slower
@@ -36,7 +38,7 @@ def on_accelerator(platform_name: str | None = None) -> bool:
 def conv_impl(value: str = "auto", platform_name: str | None = None) -> str:
     """The convolution implementation ``'auto'`` stands for here (others are returned as is)."""
     if value not in CONV_IMPLS:
-        raise ValueError(f"conv impl must be one of {CONV_IMPLS}, got {value!r}")
+        raise ConfigError(f"--config.model.conv_impl={value!r}: one of {', '.join(CONV_IMPLS)}")
     if value != "auto":
         return value
     return "xla" if on_accelerator(platform_name) else "matmul"
@@ -51,7 +53,7 @@ def compute_dtype(amp="auto", platform_name: str | None = None):
         return jnp.bfloat16
     if text in ("false", "0", "fp32", "float32"):
         return jnp.float32
-    raise ValueError(f"--config.amp must be 'auto', True or False, got {amp!r}")
+    raise ConfigError(f"--config.amp={amp!r}: 'auto', True or False")
 
 
 def views_per_call(value: int | None = None, platform_name: str | None = None) -> int:

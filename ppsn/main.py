@@ -36,6 +36,8 @@ def run(argv) -> int:
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save step at INFO
     config = cli.config_flag(FLAGS)
+    if FLAGS.workdir:
+        paths.check_usable_dir(FLAGS.workdir, "--workdir")
     if FLAGS.mode == "train":
         if not FLAGS.workdir:
             raise cli.UserError("--workdir is required for training")

@@ -104,6 +104,13 @@ def check_batch_size(global_batch: int, mesh: Mesh) -> int:
     return global_batch // jax.process_count()
 
 
+def smallest_filling_batch(items: int, per_device: int, devices: int) -> int:
+    """Per-device batch for ``items`` to score in batches of ``per_device`` per device: as
+    given, or fewer when fewer items than one global batch are there (the fewest per device
+    that hold them all in one step; padding rows cost as much as real ones)."""
+    return max(1, min(per_device, -(-items // devices)))
+
+
 def to_global(local_batch, mesh: Mesh):
     """This process's part of a batch (numpy tree) -> globally sharded ``jax.Array`` tree."""
     sharding = batch_sharded(mesh)

@@ -106,6 +106,51 @@ def makedirs(p) -> epath.Path:
     return p
 
 
+def check_usable_dir(p, flag: str) -> None:
+    """A :class:`UserError` naming ``flag`` when ``p`` cannot be a folder: a local path that is
+    a file or sits under one; a bucket path without credentials or a reachable server (found
+    in seconds, not after a minute of retries)."""
+    if is_remote(p):
+        _check_gcs_reachable(p, flag)
+        return
+    target = here = os.path.abspath(os.path.expanduser(os.fspath(p)))
+    while True:
+        if os.path.exists(here) and not os.path.isdir(here):
+            where = "is a file" if here == target else f"is under {here}, a file"
+            raise UserError(f"{flag}={os.fspath(p)}: {where}, not a folder")
+        parent = os.path.dirname(here)
+        if parent == here:
+            return
+        here = parent
+
+
+def _check_gcs_reachable(url, flag: str, timeout: float = 5.0) -> None:
+    import socket
+    import urllib.parse
+
+    path(url)  # the gcs extra
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if emulator:
+        parsed = urllib.parse.urlsplit(emulator if "//" in emulator else f"http://{emulator}")
+        server = f"the storage server {emulator} (STORAGE_EMULATOR_HOST)"
+        address = (parsed.hostname, parsed.port or 80)
+    else:
+        import google.auth
+        import google.auth.exceptions
+
+        try:
+            google.auth.default()
+        except google.auth.exceptions.DefaultCredentialsError as e:
+            raise UserError(f"{flag}={url}: no Google Cloud credentials ({e}): run `gcloud auth "
+                            "application-default login` or set GOOGLE_APPLICATION_CREDENTIALS"
+                            ) from None
+        server, address = "storage.googleapis.com", ("storage.googleapis.com", 443)
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+    except OSError as e:
+        raise UserError(f"{flag}={url}: cannot reach {server}: {e.strerror or e}") from None
+
+
 def is_dir(p) -> bool:
     return path(p).is_dir()
 
@@ -223,7 +268,7 @@ class Mirror:
         self.directory = directory
         self.interval = interval
         self._pushed: dict[str, tuple] = {}
-        self._last = 0.0
+        self._last: float | None = None  # time.monotonic() of the last push; None: none yet
         if not self.remote:
             self.local = os.fspath(self.target)
             if directory:
@@ -241,8 +286,9 @@ class Mirror:
             self._pushed[self.local] = _signature(self.local)
 
     def push(self, now: bool = False) -> None:
-        if not self.remote or (not now and time.monotonic() - self._last < self.interval):
-            return
+        if not self.remote or (not now and self._last is not None
+                               and time.monotonic() - self._last < self.interval):
+            return  # the first push is always sent (monotonic() may count from a recent boot)
         self._last = time.monotonic()
         if not self.directory:
             self._push_file(self.local, self.target)

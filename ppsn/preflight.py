@@ -133,7 +133,7 @@ def _check_values(config, mode: str, problems: _Problems) -> bool:
          f"--config.model.dropout_rate={m.dropout_rate!r}: must be in [0, 1)")
     need(d.source in ("list", "tfds"), f"--config.data.source={d.source!r}: 'list' or 'tfds'")
     need(d.format in FORMATS, f"--config.data.format={d.format!r}: one of {', '.join(FORMATS)}")
-    for field in ("num_seg", "test_num_seg", "short_size", "target_size"):
+    for field in ("num_seg", "test_num_seg", "short_size", "target_size", "test_canvas"):
         value = d[field]
         need(isinstance(value, int) and value >= 1,
              f"--config.data.{field}={value!r}: must be an integer >= 1")
@@ -144,10 +144,10 @@ def _check_values(config, mode: str, problems: _Problems) -> bool:
             need(d.test_canvas >= d.short_size, f"--config.data.test_canvas={d.test_canvas} is "
                  f"smaller than --config.data.short_size={d.short_size}: the scaled frames must "
                  "fit the canvas")
-    for field in ("num_workers", "worker_buffer_size", "prefetch_batches", "decode_threads"):
+    for field in ("num_workers", "worker_buffer_size", "prefetch_batches", "decode_threads",
+                  "retain_freed_mb"):
         need(isinstance(d[field], int) and d[field] >= -1,
-             f"--config.data.{field}={d[field]!r}: must be an integer >= 0 (-1: derived from "
-             "the CPUs)")
+             f"--config.data.{field}={d[field]!r}: must be an integer >= 0 (-1: the default)")
     need(d.test_views_per_chunk is None
          or (isinstance(d.test_views_per_chunk, int) and d.test_views_per_chunk >= 0),
          f"--config.data.test_views_per_chunk={d.test_views_per_chunk!r}: must be >= 0 (unset: "
@@ -156,10 +156,24 @@ def _check_values(config, mode: str, problems: _Problems) -> bool:
          f"--config.amp={config.amp!r}: 'auto', True or False")
     need(_finite(d.max_skipped_lines) and 0 <= d.max_skipped_lines <= 1,
          f"--config.data.max_skipped_lines={d.max_skipped_lines!r}: a fraction in [0, 1]")
+    _check_choices(config, problems)
     sources_ok = len(problems) == before
     if mode == "train":
         _check_training_values(config, problems)
     return sources_ok
+
+
+def _check_choices(config, problems: _Problems) -> None:
+    """The string fields that name one of a few choices (types are ConfigDict's to check)."""
+    from ppsn.backend import CONV_IMPLS
+    from ppsn.data.pipeline import HANDOFFS
+
+    for section, field, allowed in (("model", "conv_impl", CONV_IMPLS),
+                                    ("data", "handoff", HANDOFFS),
+                                    ("data", "test_sampling", ("", "linspace"))):
+        value = config[section][field]
+        problems.need(value in allowed, f"--config.{section}.{field}={value!r}: one of "
+                      f"{', '.join(repr(a) for a in allowed)}")
 
 
 def _check_training_values(config, problems: _Problems) -> None:
@@ -184,6 +198,9 @@ def _check_training_values(config, problems: _Problems) -> None:
          f"--config.loss.label_smoothing={loss.label_smoothing!r}: must be in [0, 1)")
     need(_finite(loss.mixup_alpha) and loss.mixup_alpha >= 0,
          f"--config.loss.mixup_alpha={loss.mixup_alpha!r}: must be finite and >= 0")
+    need(isinstance(config.max_steps, int) and (config.max_steps == -1 or config.max_steps >= 1),
+         f"--config.max_steps={config.max_steps!r}: must be an integer >= 1 (-1: the whole "
+         "schedule)")
     for field in ("log_interval", "val_interval", "checkpoint_every_steps", "keep_checkpoints"):
         need(isinstance(config[field], int) and config[field] >= 1,
              f"--config.{field}={config[field]!r}: must be an integer >= 1")

@@ -7,7 +7,8 @@
 model averages the features of all ``test_num_seg x 10`` views of a video, as PaddleVideo does.
 
 ``config.test_batch_per_device`` videos go to each device per step (the global batch follows
-the device count). Batches are padded with a mask so that every process runs the same number of
+the device count; a list shorter than one global batch gets the fewest per device that hold
+it, so 1 video on 8 devices is not scored beside 63 padding videos). Batches are padded with a mask so that every process runs the same number of
 steps and no video is dropped or counted twice, whatever the device and process counts. One
 jitted function scores a batch and returns its rows' index, label and flags with the scores, so
 the run compiles the same programs for 30 videos or 30,000 (``summary.json`` records the count);
@@ -97,7 +98,8 @@ def _run_test(config, weights, output_dir, force, compiles, held) -> dict:
     skipped = getattr(source, "skipped", [])
     names = inputs.label_names or [str(i) for i in range(num_classes)]
     spec = pipeline.clip_spec(config.data, "test")
-    per_device = config.test_batch_per_device
+    per_device = parallel.smallest_filling_batch(len(source), config.test_batch_per_device,
+                                                 mesh.devices.size)
     local = parallel.check_batch_size(per_device * mesh.devices.size, mesh)
     views_per_call = backend.views_per_call(config.data.test_views_per_chunk)
     model = initialize.build_model(config)

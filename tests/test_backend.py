@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import pytest
 
 from ppsn import backend
+from ppsn.cli import ConfigError
 from ppsn.recipe import pptsn_config
 from ppsn.train import initialize
 
@@ -29,9 +30,9 @@ def test_the_config_forces_a_choice_on_every_backend(platform):
 
 
 def test_bad_values_are_clear_errors():
-    with pytest.raises(ValueError, match="conv impl must be one of"):
+    with pytest.raises(ConfigError, match="--config.model.conv_impl='winograd': one of auto"):
         backend.conv_impl("winograd")
-    with pytest.raises(ValueError, match="--config.amp must be 'auto', True or False"):
+    with pytest.raises(ConfigError, match="--config.amp='maybe': 'auto', True or False"):
         backend.compute_dtype("maybe")
 
 

@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from ppsn import checkpoint, paths
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, require_module
 
 
 def _run(*args, timeout=600, **kwargs):
@@ -76,6 +76,19 @@ def test_a_mirrored_file_appends_across_runs_in_a_bucket(gcs_dir):
     assert paths.listdir(paths.join(gcs_dir, "tensorboard")) == ["events.1"]
 
 
+def test_the_first_push_is_sent_on_a_machine_booted_a_moment_ago(gcs_dir, monkeypatch):
+    """time.monotonic() counts from boot: 5 s after it, a mirror with a 30 s interval still
+    sends its first push at once (a freshly started VM's train.log reaches the bucket)."""
+    monkeypatch.setattr(time, "monotonic", lambda: 5.0)
+    target = paths.join(gcs_dir, "train.log")
+    mirror = paths.Mirror(target, interval=30)
+    with open(mirror.local, "a") as f:
+        f.write("step 1\n")
+    mirror.push()
+    assert paths.path(target).read_text() == "step 1\n"
+    mirror.close()
+
+
 def test_a_gs_path_without_the_gcs_extra_is_a_one_line_error(tmp_path):
     """gcsfs made unimportable: the run stops at once, naming the extra to install."""
     code = ("import runpy, sys; sys.modules['gcsfs'] = None; sys.argv = ['ppsn.main', "
@@ -86,6 +99,28 @@ def test_a_gs_path_without_the_gcs_extra_is_a_one_line_error(tmp_path):
     assert done.stderr.strip().splitlines()[-1] == (
         "error: gs://ppsn-test/run: gs:// paths need the 'gcs' extra: pip install 'ppsn[gcs]' "
         "(gcsfs)")
+
+
+def test_a_bucket_workdir_without_a_server_or_credentials_fails_at_once(tmp_path):
+    """One line naming what is missing, before any retries (which took ~50 s)."""
+    import socket
+
+    require_module("gcsfs")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if "STORAGE" not in k and "GOOGLE" not in k}
+    cases = [({"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}"},
+              f"cannot reach the storage server http://127.0.0.1:{port} (STORAGE_EMULATOR_HOST): "
+              "Connection refused"),
+             ({"GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "missing.json")},
+              f"no Google Cloud credentials (File {tmp_path / 'missing.json'} was not found.)")]
+    for extra, message in cases:
+        done = _run("-m", "ppsn.main", "--config=configs/pptsn_toy.py",
+                    "--workdir=gs://ppsn-test/run", env={**env, **extra}, timeout=300)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert done.stderr.strip().splitlines()[-1].startswith(
+            f"error: --workdir=gs://ppsn-test/run: {message}"), done.stderr[-2000:]
 
 
 def test_variables_checkpoints_in_a_bucket(gcs_dir):
@@ -141,8 +176,8 @@ def test_a_run_in_a_bucket_killed_and_resumed_matches_a_local_run(toy_dir, gcs_d
     cmd = [sys.executable, *_toy_flags(data, workdir)]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.time() + 400
-    while not checkpoint.saved_steps(workdir) and proc.poll() is None and time.time() < deadline:
+    deadline = time.monotonic() + 400
+    while not checkpoint.saved_steps(workdir) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

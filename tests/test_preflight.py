@@ -133,6 +133,53 @@ def test_impossible_values_are_refused_up_front(toy_dir, tmp_path, flag, message
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == f"error: {message}"
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("max_steps", 0, "--config.max_steps=0: must be an integer >= 1 (-1: the whole schedule)"),
+    ("max_steps", -5, "--config.max_steps=-5: must be an integer >= 1"),
+    ("model.conv_impl", "winograd", "--config.model.conv_impl='winograd': one of 'auto'"),
+    ("data.handoff", "pipe", "--config.data.handoff='pipe': one of 'ring', 'grain'"),
+    ("data.test_sampling", "random", "--config.data.test_sampling='random': one of '', "),
+    ("data.test_canvas", 0, "--config.data.test_canvas=0: must be an integer >= 1"),
+    ("data.retain_freed_mb", -2, "--config.data.retain_freed_mb=-2: must be an integer >= 0"),
+])
+def test_every_config_value_is_checked_at_start_up(toy_dir, field, value, message):
+    with pytest.raises(ConfigError) as err:
+        preflight.check(_config(toy_dir, **{field: value}), "train", 1)
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_config_file_errors_are_one_line_naming_the_file_and_line(tmp_path):
+    """A config file is user code: what goes wrong in it (or what it returns) is one line
+    and exit 2, never a traceback nor a "--config override" blamed."""
+    cases = {"syntax.py": ("def get_config(:\n", "line 1: SyntaxError: "),
+             "raises.py": ("from ppsn.recipe import toy_config\n\ndef get_config():\n"
+                           "    c = toy_config()\n    c.model.depth = depht\n    return c\n",
+                           "line 5: NameError: name 'depht' is not defined"),
+             "none.py": ("def get_config():\n    c = 1\n",
+                         "get_config() returned None (no return statement?)")}
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        done = subprocess.run([sys.executable, "-m", "ppsn.main", f"--config={tmp_path / name}",
+                               "--config.amp=True", f"--workdir={tmp_path / 'w'}"],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert done.stderr.startswith(f"error: --config={tmp_path / name}: {message}"), \
+            done.stderr
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_workdir_that_is_a_file_or_under_one_is_one_line_naming_it(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for workdir, where in ((tmp_path / "file", "is a file"),
+                           (tmp_path / "file" / "run", f"is under {tmp_path / 'file'}, a file")):
+        for mode in ("--mode=train", "--mode=test"):
+            done = subprocess.run([sys.executable, "-m", "ppsn.main", mode, "--weights=w",
+                                   "--config=configs/pptsn_toy.py", f"--workdir={workdir}"],
+                                  cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+            assert done.returncode == 2 and done.stderr == (
+                f"error: --workdir={workdir}: {where}, not a folder\n"), done.stderr
+
+
 def test_the_cli_usage_errors_are_one_line(tmp_path):
     for args in (["--config=configs/pptsn_toy.py"],  # training without --workdir
                  ["--config=configs/nope.py", f"--workdir={tmp_path}"],
@@ -141,3 +188,8 @@ def test_the_cli_usage_errors_are_one_line(tmp_path):
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 2, (args, done.stderr)
         assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    done = subprocess.run([sys.executable, "-m", "ppsn.main", "--config=configs/pptsn_toy.py",
+                           "--config.amp=maybe", f"--workdir={tmp_path}"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.splitlines()[-1] == "error: --config.amp='maybe': 'auto', True or False"

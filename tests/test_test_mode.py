@@ -45,7 +45,7 @@ def _ledger(out):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("devices,batch", [(1, 3), (3, 2), (8, 1)])
+@pytest.mark.parametrize("devices,batch", [(1, 3), (3, 2), (8, 4)])
 def test_every_video_is_scored_once_on_any_device_count(toy_dir, weights, tmp_path, devices, batch):
     out = tmp_path / "test"
     done = subprocess.run(_cmd(toy_dir, weights, out, batch), cwd=REPO_ROOT, env=_env(devices),
@@ -58,6 +58,8 @@ def test_every_video_is_scored_once_on_any_device_count(toy_dir, weights, tmp_pa
     assert sorted(r["video_id"] for r in rows) == sorted(l.split()[0] for l in listed)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["count"] == 20 and summary["devices"] == devices
+    # 20 videos on 8 devices: 3 per device hold them in one step (not 4: 12 padding videos)
+    assert summary["batch_per_device"] == min(batch, -(-20 // devices))
     assert summary["top1"] == pytest.approx(np.mean([r["label"] == r["prediction"] for r in rows]))
     per_class = list(csv.DictReader(open(out / "per_class.csv")))
     assert sum(int(c["count"]) for c in per_class) == 20
@@ -103,6 +105,30 @@ def test_device_crops_score_exactly_like_host_crops(toy_dir, weights):
         results.append(np.asarray(score_fn(TSN(18, 10), mesh, spec)(
             variables, parallel.to_global(inputs, mesh))["scores"]))
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_a_smaller_batch_scores_a_video_as_a_full_one(toy_dir, weights):
+    """Why a short list may run smaller batches: a video's scores do not depend on the batch
+    it is in, up to float summation order (as between device counts)."""
+    from ppsn import backend, parallel
+    from ppsn.checkpoint import load_weights
+    from ppsn.data import pipeline
+    from ppsn.data.clips import ClipSpec
+    from ppsn.data.lists import ListFileSource
+    from ppsn.test_mode import score_fn
+
+    source = ListFileSource(str(toy_dir / "test_frames.list"), "frames", str(toy_dir))
+    variables, _ = load_weights(str(weights))
+    mesh = parallel.make_mesh()
+    spec = ClipSpec("test", 2, 40, 32, device_crops=True, canvas=64)
+    score = score_fn(TSN(18, 10), mesh, spec, backend.views_per_call())
+    results = []
+    for size in (4, 1):
+        batch = pipeline.eval_dataset(source, spec, size, process_index=0, process_count=1)[0]
+        inputs = {k: batch[k] for k in ("frames", "hw")}
+        results.append(np.asarray(score(variables, parallel.to_global(inputs, mesh))["scores"]))
+    np.testing.assert_allclose(results[0][:1], results[1], rtol=1e-5, atol=1e-6)
+    assert results[0][0].argmax() == results[1][0].argmax()
 
 
 def _repeated_list(toy_dir, out, n):

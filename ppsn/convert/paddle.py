@@ -60,8 +60,10 @@ class CheckpointMismatchError(ValueError):
     lines after it list the differences (at most :data:`SHOWN_KEYS` keys of each kind; all of
     them are in ``missing``, ``unexpected`` and ``mismatched``)."""
 
-    def __init__(self, diagnosis: str, missing=(), unexpected=(), mismatched=()):
+    def __init__(self, diagnosis: str, missing=(), unexpected=(), mismatched=(),
+                 name_keys: bool = True):
         self.diagnosis = diagnosis
+        self.name_keys = name_keys  # False when the diagnosis says it all (another depth)
         self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
         lines = [diagnosis]
         for title, items in (("missing", missing), ("unexpected", unexpected),
@@ -71,6 +73,18 @@ class CheckpointMismatchError(ValueError):
                 more = f", ... ({len(items) - SHOWN_KEYS} more)" if len(items) > SHOWN_KEYS else ""
                 lines.append(f"  {len(items)} {title}: {shown}{more}")
         super().__init__("\n".join(lines))
+
+    def line(self, shown: int = 5) -> str:
+        """One line: the diagnosis, then up to ``shown`` keys of each kind by name."""
+        if not self.name_keys:
+            return self.diagnosis
+        parts = []
+        for title, items in (("missing", self.missing), ("unexpected", self.unexpected),
+                             ("mis-shaped", self.mismatched)):
+            if items:
+                more = f", ... ({len(items) - shown} more)" if len(items) > shown else ""
+                parts.append(f"{title}: {', '.join(items[:shown])}{more}")
+        return "; ".join([self.diagnosis] + parts)
 
 
 SHOWN_KEYS = 8
@@ -328,8 +342,10 @@ def to_flax(
         if t in expected and tuple(v.shape) != expected[t]
     )
     if missing or unexpected or mismatched:
-        raise CheckpointMismatchError(_diagnose(state, layout, depth, missing, unexpected,
-                                                mismatched), missing, unexpected, mismatched)
+        held = held_depth(state)
+        raise CheckpointMismatchError(
+            _diagnose(state, layout, depth, missing, unexpected, mismatched), missing,
+            unexpected, mismatched, name_keys=held is None or held == depth)
 
     from flax import traverse_util
 
@@ -375,7 +391,7 @@ def main(argv=None) -> int:
     try:
         variables, report = to_flax(state, args.depth, args.submodel, return_report=True)
     except CheckpointMismatchError as e:
-        print(f"error: {args.pdparams}: {e.diagnosis}", file=sys.stderr)
+        print(cli.one_line(f"{args.pdparams}: {e.line()}"), file=sys.stderr)
         return cli.USAGE
     except ValueError as e:
         print(cli.one_line(f"{args.pdparams}: {e}"), file=sys.stderr)
@@ -398,4 +414,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ppsn import cli
+
+    sys.exit(cli.run(main))  # Ctrl-C: one line, exit 130

@@ -11,7 +11,9 @@ where training replaces no sample and test mode scores no video -1:
 * the clips of each mode are made exactly as the pipelines make them (``ppsn.data.clips``:
   sampling, decoding of the sampled frames, transforms) with the clip settings of ``--config``
   (default: the recipe's 3 segments, 25 at test, 256 / 224);
-* list lines that do not parse (fields, labels outside ``--num_classes``) are bad too.
+* list lines that do not parse (fields, labels outside ``--num_classes``) are bad too, and so
+  is a line naming the same frame folder or video as an earlier line (reported with both
+  line numbers; the earlier line is checked).
 
 Prints ``N ok, M bad`` (and the first bad entries), then writes every bad entry with its reason
 to the report (default ``FILE.check.tsv``; its path is checked before the pass: never an input
@@ -32,7 +34,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from ppsn import cli
+from ppsn import cli, paths
 from ppsn.data import clips, decode
 from ppsn.data.lists import ListFileSource
 
@@ -164,8 +166,11 @@ def run_check(list_file: str, fmt: str, data_prefix: str = "", num_classes: int 
         raise cli.NothingToDo(f"{list_file} has no entries: nothing to check")
     specs = clip_specs() if specs is None else specs
     bad = [(f"{list_file}:{s.line_number}", s.reason) for s in source.skipped]
-    records = source.records
-    with concurrent.futures.ThreadPoolExecutor(max(1, num_workers)) as pool:
+    duplicates = _duplicates(source)
+    bad += [(f"{list_file}:{line}", reason) for line, reason in duplicates.values()]
+    records = [r for r in source.records if r["index"] not in duplicates]
+    pool = concurrent.futures.ThreadPoolExecutor(max(1, num_workers))
+    try:
         results = pool.map(lambda r: check_record(r, specs), records)
         num_ok = 0
         for record, reason in tqdm(zip(records, results), total=len(records), unit="video",
@@ -174,7 +179,25 @@ def run_check(list_file: str, fmt: str, data_prefix: str = "", num_classes: int 
                 num_ok += 1
             else:
                 bad.append((record.get("frame_dir") or record.get("video_path"), reason))
+    finally:  # on Ctrl-C: the entries not started are dropped, not checked first
+        pool.shutdown(wait=True, cancel_futures=True)
     return num_ok, bad, report
+
+
+def _duplicates(source) -> dict[int, tuple[int, str]]:
+    """``{record index: (line, reason)}`` of the lines naming an entry an earlier line named."""
+    first, out = {}, {}
+    for record, line in zip(source.records, source.line_numbers):
+        entry = record.get("frame_dir") or record.get("video_path")
+        entry = entry if paths.is_remote(entry) else os.path.normpath(entry)  # a/./b/ is a/b
+        if entry in first:
+            earlier_line, earlier_label = first[entry]
+            labels = (f"label {record['label']} there too" if record["label"] == earlier_label
+                      else f"label {earlier_label} there, {record['label']} here")
+            out[record["index"]] = (line, f"duplicate of line {earlier_line} ({labels})")
+        else:
+            first[entry] = (line, record["label"])
+    return out
 
 
 def write_report(report: str, bad) -> None:

@@ -248,7 +248,7 @@ class VideoFile:
                         raise DecodeError(self.name, f"truncated video: frame {i} of "
                                                      f"{self.num_frames} cannot be decoded")
                     if frame.pts is None or frame.pts >= target:
-                        decoded[i] = frame.to_ndarray(format="rgb24")
+                        decoded[i] = _rgb(frame)
                         break
         except DecodeError:
             raise
@@ -267,7 +267,7 @@ class VideoFile:
                 if count == self.num_frames:
                     break
                 count += 1
-                yield frame.to_ndarray(format="rgb24")
+                yield _rgb(frame)
         except DecodeError:
             raise
         except Exception as e:
@@ -309,6 +309,15 @@ class VideoFile:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _rgb(frame) -> np.ndarray:
+    """uint8 RGB ``[H, W, 3]`` of a decoded frame as the video is meant to be shown: its
+    display rotation applied (a phone's portrait video is stored landscape with a display
+    matrix rotating it a quarter turn; PyAV's ``frame.rotation`` is counter-clockwise)."""
+    array = frame.to_ndarray(format="rgb24")
+    turns = round((frame.rotation or 0) / 90) % 4
+    return np.ascontiguousarray(np.rot90(array, turns)) if turns else array
 
 
 _REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")

@@ -11,7 +11,8 @@ A *source* (for Grain: ``__len__`` + ``__getitem__``) yields records, dicts with
 List files are PaddleVideo's: ``frame_dir num_frames label`` per line for frames and
 ``path label`` for videos, relative to ``data_prefix`` unless absolute. Bad lines (wrong field
 count, non-integer numbers, labels outside ``[0, num_classes)``) are not fatal: they are left
-out, logged and listed in ``source.skipped`` with the line number and reason.
+out, logged and listed in ``source.skipped`` with the line number and reason. A UTF-8
+byte-order mark (Windows editors) is skipped.
 """
 
 from __future__ import annotations
@@ -86,8 +87,9 @@ class ListFileSource:
         self.format = fmt
         self.records: list[dict[str, Any]] = []
         self.skipped: list[SkippedLine] = []
+        self.line_numbers: list[int] = []  # the list file's line of each record
         try:
-            lines = paths.path(list_file).read_bytes().decode("utf-8").splitlines()
+            lines = paths.path(list_file).read_bytes().decode("utf-8-sig").splitlines()
         except FileNotFoundError:
             raise FileNotFoundError(f"list file not found: {list_file}") from None
         except UnicodeDecodeError as e:
@@ -103,6 +105,7 @@ class ListFileSource:
                 continue
             record["index"] = len(self.records)
             self.records.append(record)
+            self.line_numbers.append(number)
         if self.skipped:
             log.warning("%s: %d bad lines skipped, %d records kept", list_file,
                         len(self.skipped), len(self.records))
@@ -128,7 +131,7 @@ SPLITS = ("train", "val", "test")
 
 def list_format(path: str) -> str:
     """'frames' (three fields per line) or 'videos', from the first entry of a list file."""
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for line in f:
             if line.strip() and not line.lstrip().startswith("#"):
                 return "frames" if len(line.split()) == 3 else "videos"

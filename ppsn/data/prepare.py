@@ -271,4 +271,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ppsn import cli
+
+    sys.exit(cli.run(main))  # Ctrl-C: one line, exit 130

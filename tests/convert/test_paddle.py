@@ -317,6 +317,22 @@ def test_a_wrong_depth_leads_with_what_the_file_holds(decompressed, state, tmp_p
     assert len(result.stderr) < 400 and not (tmp_path / "out").exists()
 
 
+def test_a_refusal_names_up_to_five_unexpected_keys(state, tmp_path, capsys):
+    from ppsn.convert.paddle import main
+
+    extra = dict(state)
+    for i in range(7):
+        extra[f"head.extra{i}.weight"] = np.zeros(3, np.float32)
+    source = tmp_path / "extra.pdparams"
+    _write_pdparams(source, extra)
+    assert main(["--pdparams", str(source), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "7 unexpected keys" in err, err
+    assert ("unexpected: head.extra0.weight, head.extra1.weight, head.extra2.weight, "
+            "head.extra3.weight, head.extra4.weight, ... (2 more)") in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_converts_a_student_only_file_and_force_replaces_only_checkpoints(
         decompressed, state, variables, tmp_path, capsys):
     from ppsn.convert.paddle import main

@@ -13,8 +13,10 @@ def frames(num_frames=30, width=96, height=64, seed=0):
     return toy.render_video(seed % 10, num_frames, width, height, np.random.default_rng(seed))
 
 
-def write_video(path, codec, data, fmt=None, gop=6):
-    """Write ``data`` (RGB frames) with PyAV using ``codec`` into ``path``."""
+def write_video(path, codec, data, fmt=None, gop=6, rotation=0):
+    """Write ``data`` (RGB frames) with PyAV using ``codec`` into ``path``; ``rotation``:
+    a display matrix turning it that many degrees counter-clockwise (as a phone tags a
+    portrait video stored landscape)."""
     import av
 
     with av.open(str(path), "w", format=fmt) as container:
@@ -22,6 +24,8 @@ def write_video(path, codec, data, fmt=None, gop=6):
         stream.width, stream.height = data.shape[2], data.shape[1]
         stream.pix_fmt = "yuv420p" if codec != "mjpeg" else "yuvj420p"
         stream.codec_context.gop_size = gop
+        if rotation:
+            stream.set_display_rotation(rotation)
         for frame in data:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)

@@ -136,3 +136,49 @@ def test_check_finds_every_entry_the_pipelines_would_replace_or_score_minus_1(to
     assert "frames of different sizes: img_00007.jpg is 64x48, img_00001.jpg 128x96" in \
         reasons[str(dirs[0])]
     assert reasons[str(dirs[2])].startswith("img_00012.jpg: empty image file")
+
+
+def test_check_flags_a_line_naming_an_entry_twice(toy_dir, tmp_path):
+    from ppsn.data import check
+    from ppsn.data.clips import ClipSpec
+
+    lines = (toy_dir / "test_frames.list").read_text().splitlines()[:3]
+    first_dir, frames, label = lines[0].split()
+    other = (int(label) + 1) % 10
+    listed = lines + [lines[0], f"./{first_dir}/ {frames} {other}"]
+    (tmp_path / "dup.list").write_text("\n".join(listed) + "\n")
+    num_ok, bad, _ = check.run_check(str(tmp_path / "dup.list"), "frames", str(toy_dir), 10,
+                                     str(tmp_path / "r.tsv"), progress=False,
+                                     specs=[ClipSpec("valid", 1, 40, 32)])
+    assert num_ok == 3 and bad == [
+        (f"{tmp_path / 'dup.list'}:4", f"duplicate of line 1 (label {label} there too)"),
+        (f"{tmp_path / 'dup.list'}:5", f"duplicate of line 1 (label {label} there, {other} here)")]
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
+    """SIGINT while data.check waits for its list (a FIFO no one writes to): no traceback."""
+    import signal
+    import time
+
+    fifo = tmp_path / "list.fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ppsn.data.check", "--list", str(fifo), "--format", "videos",
+         "--report", str(tmp_path / "r.tsv")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 300
+    while True:  # opens (non-blocking) once the check has opened the list to read it
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+    try:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        os.close(fd)
+    assert proc.returncode == 130 and err == (
+        "error: interrupted (Ctrl-C) before the command finished\n"), err
+    assert not (tmp_path / "r.tsv").exists()

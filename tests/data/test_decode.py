@@ -25,6 +25,22 @@ def test_video_random_access_equals_sequential_decoding(tmp_path, ext, codec):
         np.testing.assert_array_equal(video.get([3, 33]), reference[[3, 33]])
 
 
+@pytest.mark.parametrize("rotation, turns", [(90, 1), (-90, 3), (180, 2)])
+def test_a_video_tagged_with_a_rotation_decodes_as_it_is_shown(tmp_path, rotation, turns):
+    """A display matrix (a phone's portrait video stored landscape) is applied, not ignored:
+    the same frames encoded with and without it decode to turned copies of each other."""
+    data = media.frames(12, 96, 64)
+    plain = media.write_video(tmp_path / "plain.mp4", "libx264", data)
+    tagged = media.write_video(tmp_path / "tagged.mp4", "libx264", data, rotation=rotation)
+    with VideoFile(plain) as a, VideoFile(tagged) as b:
+        upright = a.get([0, 5, 11])
+        turned = b.get([0, 5, 11])
+        every = np.stack(list(b.frames()))
+    assert turned.shape == ((3, 96, 64, 3) if turns % 2 else (3, 64, 96, 3))
+    np.testing.assert_array_equal(turned, np.rot90(upright, turns, axes=(1, 2)))
+    np.testing.assert_array_equal(every[[0, 5, 11]], turned)
+
+
 def test_video_decodes_only_from_the_keyframe_before_each_target(tmp_path, monkeypatch):
     path = media.write_video(tmp_path / "long.mp4", "libx264", media.frames(120), gop=10)
     decoded = []

@@ -47,3 +47,29 @@ def test_missing_or_binary_list_file(tmp_path):
         ListFileSource(str(binary), "videos")
     with pytest.raises(ValueError, match="format must be one of"):
         ListFileSource(str(binary), "rawframes")
+
+
+def test_a_byte_order_mark_is_skipped_in_lists_and_label_lists(tmp_path):
+    from ppsn.data.labels import read_label_names
+    from ppsn.data.lists import list_format
+
+    videos = tmp_path / "val.list"
+    videos.write_bytes(b"\xef\xbb\xbfa.mp4 1\n")
+    src = ListFileSource(str(videos), "videos", data_prefix="/data")
+    assert src[0]["video_path"] == "/data/a.mp4" and list_format(str(videos)) == "videos"
+    labels = tmp_path / "labels.txt"
+    labels.write_bytes("\ufeff0 abseiling\n1 air drumming\n".encode())
+    assert read_label_names(str(labels)) == {0: "abseiling", 1: "air drumming"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("0 a\n1 b\n\n1 c\n", "lines 2 and 4 give the same id 1"),
+    ("0 a\n1 b\n2 a\n", "lines 1 and 3 give the same name 'a'"),
+])
+def test_a_label_list_giving_an_id_or_a_name_twice_is_refused(tmp_path, text, message):
+    from ppsn.data.labels import read_label_names
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text(text)
+    with pytest.raises(ValueError, match=f"^{labels}: {message}$"):
+        read_label_names(str(labels))

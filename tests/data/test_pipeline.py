@@ -119,16 +119,20 @@ def test_read_ahead_is_bounded_and_memory_flat_while_the_consumer_waits(
     next(it)
     # Wait until nothing more is made (Grain's default read-ahead, 500 batches per process and
     # per worker, would take minutes to fill), then check it stays so.
+    # A busy machine (the suite runs with -n 2) may pause a worker for seconds: "no new batch
+    # for 2 s" does not mean "done", so what is checked is the bound, not that counts stop.
+    bound = (1 + loader.read_ahead) * batch
     counts = [source.reads()]
-    deadline = time.time() + 60
-    while time.time() < deadline and (len(counts) < 4 or len(set(counts[-4:])) > 1):
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (len(counts) < 4 or len(set(counts[-4:])) > 1):
         time.sleep(0.5)
         counts.append(source.reads())
     made, rss = source.reads(), _tree_rss()
     time.sleep(2)
-    assert source.reads() == made, "the pipeline kept making batches while the consumer waited"
+    assert source.reads() <= bound, ("the pipeline kept making batches while the consumer "
+                                     f"waited: {source.reads()} reads, {made} before", bound)
     assert abs(_tree_rss() - rss) < 32 * 2**20
-    assert made <= (1 + loader.read_ahead) * batch, (made, loader.read_ahead)
+    assert made <= bound, (made, loader.read_ahead)
     it.close()
 
 

@@ -253,9 +253,9 @@ def test_prepare_resumes_after_a_kill_without_redoing_finished_shards(many_video
     incomplete = out / "ucf101" / "frames" / "2.0.0.incomplete"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    deadline = time.time() + 300
+    deadline = time.monotonic() + 300
     while (len(list(incomplete.glob("train-*.done.json"))) < 4 and proc.poll() is None
-           and time.time() < deadline):
+           and time.monotonic() < deadline):
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

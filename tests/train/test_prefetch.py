@@ -38,8 +38,8 @@ def test_reads_ahead_and_gives_device_arrays_in_order():
 
     with DevicePrefetcher(Counting(), _to_device(mesh), size=2) as feed:
         first = next(feed)
-        deadline = time.time() + 30
-        while len(reads) < 4 and time.time() < deadline:  # 1 consumed + 2 queued + 1 in hand
+        deadline = time.monotonic() + 30
+        while len(reads) < 4 and time.monotonic() < deadline:  # 1 consumed + 2 queued + 1 in hand
             time.sleep(0.01)
         assert len(reads) >= 3, reads  # at least 2 global batches ahead of the consumer
         assert isinstance(first["x"], jax.Array)
