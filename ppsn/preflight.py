@@ -144,7 +144,8 @@ def _check_values(config, mode: str, problems: _Problems) -> bool:
             need(d.test_canvas >= d.short_size, f"--config.data.test_canvas={d.test_canvas} is "
                  f"smaller than --config.data.short_size={d.short_size}: the scaled frames must "
                  "fit the canvas")
-    for field in ("num_workers", "worker_buffer_size", "prefetch_batches", "decode_threads"):
+    for field in ("num_workers", "worker_buffer_size", "prefetch_batches", "decode_threads",
+                  "read_ahead_mb"):
         need(isinstance(d[field], int) and d[field] >= -1,
              f"--config.data.{field}={d[field]!r}: must be an integer >= 0 (-1: derived from "
              "the CPUs)")
