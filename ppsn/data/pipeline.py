@@ -360,8 +360,13 @@ def loader_settings(data_cfg, cpus: int | None = None, **plan_args) -> Loader:
 
 def _init_worker(threads: int, retain_freed_mb: int, worker_index: int,
                  worker_count: int) -> None:
+    import signal
+
     from ppsn.data import decode, host_memory
 
+    # A terminal's Ctrl-C reaches the whole process group: the main process stops the run
+    # after the step in flight (ppsn.train.preemption) and closes the workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     decode.set_threads(threads)
     host_memory.retain_freed(retain_freed_mb)
 

@@ -28,7 +28,7 @@ import jax
 
 from ppsn import backend, checkpoint, compilation, parallel, paths, preflight
 from ppsn.data import pipeline, toy
-from ppsn.train import prefetch, reporting, steps, tasks, validation
+from ppsn.train import preemption, prefetch, reporting, steps, tasks, validation
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +249,7 @@ def train_steps(run: Run, progress: Progress, state, rng, start: int, stop: int)
     config = run.config
     feed = _feed(run)
     pending = collections.deque()  # a small output of each step still being computed
+    watch = preemption.Watch().__enter__()
     try:
         for step in range(start, stop):
             t0 = time.perf_counter()
@@ -282,17 +283,35 @@ def train_steps(run: Run, progress: Progress, state, rng, start: int, stop: int)
                     run.data_iter.set_state(position.get_state())
                     validate_and_keep_best(run, progress, state, done)
                     feed = _feed(run)
-            if done % config.checkpoint_every_steps == 0 or done == run.total_steps:
+            scheduled = done % config.checkpoint_every_steps == 0 or done == run.total_steps
+            if scheduled:
                 jax.block_until_ready(state)
                 with progress.meter.excluded():
                     save_checkpoint(run, progress, state, rng, done, feed.position())
+            if watch.should_stop(done) and done < run.total_steps:
+                _stop(run, progress, state, rng, done, feed.position(), scheduled, watch)
         t0 = time.perf_counter()
         jax.block_until_ready(state)
         progress.device_wait_s += time.perf_counter() - t0
         emit_logs(run, progress, wait=True)
     finally:
+        watch.__exit__()
         feed.close()
     return state
+
+
+def _stop(run: Run, progress: Progress, state, rng, done: int, position, saved: bool,
+          watch: preemption.Watch):
+    """A signal stopped the run after step ``done``: its checkpoint, one line, :class:`Stopped`."""
+    if not saved:
+        jax.block_until_ready(state)
+        save_checkpoint(run, progress, state, rng, done, position)
+    run.ckpt.wait()
+    message = (f"stopped at step {done} of {run.total_steps} on a signal: checkpoint "
+               f"{paths.join(run.ckpt.directory, str(done))} saved; the same command resumes "
+               f"from it (exit status {watch.exit_code})")
+    log.warning(message)
+    raise preemption.Stopped(message, watch.exit_code)
 
 
 def _feed(run: Run) -> prefetch.DevicePrefetcher:
