@@ -26,7 +26,7 @@ from typing import Any
 
 import jax
 
-from ppsn import backend, checkpoint, compilation, parallel, paths, preflight
+from ppsn import backend, checkpoint, compilation, parallel, paths, preflight, shared_workdir
 from ppsn.data import pipeline, toy
 from ppsn.train import preemption, prefetch, reporting, steps, tasks, validation
 
@@ -76,6 +76,7 @@ def setup(config, workdir: str) -> Run:
     """Data, task, compiled steps, the data iterator, the checkpointer and the writer."""
     parallel.initialize_distributed()
     workdir = os.fspath(paths.makedirs(paths.absolute(workdir)))
+    shared_workdir.check_shared(workdir)  # every process sees what process 0 writes
     compilation.use_persistent_cache(config.compilation_cache_dir, workdir)
     if jax.process_index() == 0:
         toy.ensure_toy_data(config.data)
