@@ -126,7 +126,8 @@ def setup(config, workdir: str) -> Run:
                eval_fn=eval_fn, num_videos=len(train_source), steps_per_epoch=steps_per_epoch,
                total_steps=total_steps,
                data_iter=pipeline.to_iterator(train_ds, loader),
-               ckpt=checkpoint.TrainCheckpointer(workdir, config.keep_checkpoints),
+               ckpt=checkpoint.TrainCheckpointer(workdir, config.keep_checkpoints,
+                                                 global_batch=config.batch_size),
                writer=reporting.Writer(workdir), skip_log=skip_log, val=val,
                skipped_lines=inputs.skipped_lines())
 
