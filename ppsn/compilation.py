@@ -42,6 +42,18 @@ def user_cache_dir() -> str:
     return os.path.join(base, "ppsn", CACHE_DIR)
 
 
+def topology_dir(path: str) -> str:
+    """``path`` for one process, ``path/processes<P>x<D>`` for P processes of D devices each.
+
+    JAX's cache key does not tell a program of 1 process x 4 devices from the same program of
+    2 x 2 (same HLO, same device ids): a run resumed on another topology loaded the other's
+    executable, its collectives never met, and the processes hung (seen resuming 1 x 4 as 2 x 2,
+    ``tests/train/test_topology.py``). Each multi-process topology gets a folder of its own."""
+    if jax.process_count() == 1:
+        return path
+    return os.path.join(path, f"processes{jax.process_count()}x{jax.local_device_count()}")
+
+
 def use_persistent_cache(value: str, workdir: str) -> str | None:
     """Points JAX's persistent compilation cache at ``value`` (``''``: ``$JAX_COMPILATION_CACHE_DIR``
     if set, else ``WORKDIR/compilation_cache``); returns the directory, or ``None`` when
@@ -52,7 +64,7 @@ def use_persistent_cache(value: str, workdir: str) -> str | None:
         jax.config.update("jax_enable_compilation_cache", False)
         compilation_cache.reset_cache()
         return None
-    path = value or os.environ.get(ENV) or os.path.join(workdir, CACHE_DIR)
+    path = topology_dir(value or os.environ.get(ENV) or os.path.join(workdir, CACHE_DIR))
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECS)
