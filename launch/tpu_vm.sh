@@ -15,6 +15,11 @@
 #     first), or a URL / git+https://... spec (`pip install "ppsn[tpu] @ SPEC"`).
 # --dry_run prints each command instead of running it, quoted so that it can be pasted.
 # One process per TPU host: its data loader uses all the host's CPUs (data.num_workers=-1).
+# Preemption and restarts: a preempted (spot) or maintained TPU VM gets SIGTERM; JAX's preemption
+# service makes every host stop at the same step, ppsn saves a checkpoint of it and exits 143.
+# Once the slice is back (recreated, or restarted by its queued resource), run the very same
+# command again (without --setup if ppsn is still installed): it resumes from the workdir's latest
+# checkpoint, with the same data order. Use a gs:// workdir: every host must see the same files.
 # Example:
 #   launch/tpu_vm.sh --tpu my-v4-32 --zone us-central2-b --setup -- \
 #       --config=configs/pptsn_k400_frames.py --workdir=gs://bucket/ppTSN

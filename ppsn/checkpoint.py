@@ -8,21 +8,26 @@ A *variables checkpoint* is a directory holding::
 It is what ``python -m ppsn.convert.paddle`` writes, what a run keeps as ``WORKDIR/best`` and
 what fine-tuning (``init_from``), test mode and export load. *Train checkpoints*
 (``WORKDIR/checkpoints/<step>``, :class:`TrainCheckpointer`) hold the whole train state, the
-rng, each process's Grain iterator and ``meta`` (the task, which subtree of the state is the
-served model, depth and classes). :func:`load_weights` finds the served variables in any of
-these.
+rng, the data position (``position``: global, so a checkpoint resumes on any number of processes
+and devices with the same global batch), each process's Grain iterator and ``meta`` (the task,
+which subtree of the state is the served model, depth and classes). :func:`load_weights` finds
+the served variables in any of these.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from typing import Any, Mapping
 
 import numpy as np
 
 from ppsn import paths
+
+log = logging.getLogger(__name__)
+POSITION = "position"  # the global data position item of a train checkpoint
 
 VARIABLES_DIR = "variables"
 META_FILE = "ppsn.json"
@@ -253,9 +258,16 @@ class TrainCheckpointer:
 
     Saving is asynchronous and atomic (Orbax writes to a temporary directory and renames it), so
     a run killed at any moment restarts from its last complete checkpoint; the newest ``keep``
-    are kept."""
+    are kept.
 
-    def __init__(self, workdir: str, keep: int = 3):
+    The data position is saved globally too (``position``: batches consumed, the global batch,
+    the samples consumed, the process count): every process's stream is the same global stream
+    split by process, so ``batches_consumed`` global batches is one position whatever the
+    number of processes and devices. A resumed run restores it from there (Grain's per-process
+    files only serve checkpoints without it), on any topology with the same global batch
+    (``global_batch``); another global batch is refused with one line naming both."""
+
+    def __init__(self, workdir: str, keep: int = 3, global_batch: int | None = None):
         import grain
         import orbax.checkpoint as ocp
 
@@ -266,8 +278,10 @@ class TrainCheckpointer:
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
             item_handlers={"state": ocp.StandardCheckpointHandler(),
                            "data": grain.checkpoint.CheckpointHandler(),
-                           "meta": ocp.JsonCheckpointHandler()},
+                           "meta": ocp.JsonCheckpointHandler(),
+                           POSITION: ocp.JsonCheckpointHandler()},
         )
+        self.global_batch = global_batch
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -277,16 +291,47 @@ class TrainCheckpointer:
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave({"state": state, "rng": rng}),
             data=self._grain.checkpoint.CheckpointSave(data_iterator),
-            meta=ocp.args.JsonSave(dict(meta))))
+            meta=ocp.args.JsonSave(dict(meta)),
+            position=ocp.args.JsonSave(self._position(data_iterator))))
+
+    def _position(self, data_iterator) -> dict:
+        import jax
+
+        consumed = int(json.loads(data_iterator.get_state())["batches_consumed"])
+        return {"batches_consumed": consumed, "global_batch": self.global_batch,
+                "samples_consumed": consumed * (self.global_batch or 0),
+                "process_count": jax.process_count()}
 
     def restore(self, abstract_state, abstract_rng, data_iterator, step: int | None = None):
         """Restores into ``data_iterator`` in place; returns ``(state, rng, step)``."""
         ocp = self._ocp
         step = self.manager.latest_step() if step is None else step
+        state = ocp.args.StandardRestore({"state": abstract_state, "rng": abstract_rng})
+        if not paths.path(paths.join(self.directory, str(step), POSITION)).exists():
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=state, data=self._grain.checkpoint.CheckpointRestore(data_iterator)))
+            return restored.state["state"], restored.state["rng"], step
         restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore({"state": abstract_state, "rng": abstract_rng}),
-            data=self._grain.checkpoint.CheckpointRestore(data_iterator)))
+            state=state, position=ocp.args.JsonRestore()))
+        self._restore_position(restored[POSITION], data_iterator, step)
         return restored.state["state"], restored.state["rng"], step
+
+    def _restore_position(self, position: dict, data_iterator, step: int) -> None:
+        import jax
+
+        from ppsn import cli
+
+        saved = position.get("global_batch")
+        if self.global_batch and saved and saved != self.global_batch:
+            raise cli.ConfigError(
+                f"{paths.join(self.directory, str(step))} was trained with global batch "
+                f"{saved}, this run has --config.batch_size={self.global_batch}: resume with "
+                f"--config.batch_size={saved} (or start a new workdir)")
+        if position.get("process_count") != jax.process_count():
+            log.info("data position: %d global batches of %s consumed by %s processes, "
+                     "continued by %d", position["batches_consumed"], saved,
+                     position.get("process_count"), jax.process_count())
+        data_iterator.set_state({"batches_consumed": position["batches_consumed"]})
 
     @staticmethod
     def read_served(directory: str, step: int) -> tuple[dict, dict]:

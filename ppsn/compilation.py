@@ -3,9 +3,11 @@
 ``use_persistent_cache(config.compilation_cache_dir, workdir)`` turns the cache on (``''``:
 ``$JAX_COMPILATION_CACHE_DIR`` if set, e.g. one cache shared by a cluster's runs, else
 ``WORKDIR/compilation_cache``; ``'none'``: off): a restarted or repeated run loads its compiled
-programs from there instead of compiling them again (on a pod, minutes per restart). Every
-program is cached, however fast it compiled (JAX's defaults skip those under a second, so a
-rerun would still compile the small ones).
+programs from there instead of compiling them again (on a pod, minutes per restart). Only
+programs worth caching are written, with JAX's default thresholds stated here: those that took
+at least ``MIN_COMPILE_SECS`` to compile (the train step, the initialization), not the many
+small ones (Orbax's ``jit_slice`` per array on save, reshapes) that compile in milliseconds and
+would each be one more object every process of a ``gs://`` workdir reads at start-up.
 
 ``CompileCounter`` counts backend compilations from ``jax.monitoring`` events while it is open:
 ``compiled`` (real compilations) and ``cache_hits`` (loaded from the persistent cache). Runs
@@ -26,6 +28,8 @@ CACHE_DIR = "compilation_cache"
 ENV = "JAX_COMPILATION_CACHE_DIR"  # JAX's own variable
 _BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"  # compiles and cache loads
 _CACHE_HIT = "/jax/compilation_cache/cache_hits"
+MIN_COMPILE_SECS = 1.0  # JAX's default: a program that compiles faster is compiled again
+MIN_ENTRY_BYTES = 0  # JAX's default: no size threshold
 
 
 def user_cache_dir() -> str:
@@ -38,6 +42,18 @@ def user_cache_dir() -> str:
     return os.path.join(base, "ppsn", CACHE_DIR)
 
 
+def topology_dir(path: str) -> str:
+    """``path`` for one process, ``path/processes<P>x<D>`` for P processes of D devices each.
+
+    JAX's cache key does not tell a program of 1 process x 4 devices from the same program of
+    2 x 2 (same HLO, same device ids): a run resumed on another topology loaded the other's
+    executable, its collectives never met, and the processes hung (seen resuming 1 x 4 as 2 x 2,
+    ``tests/train/test_topology.py``). Each multi-process topology gets a folder of its own."""
+    if jax.process_count() == 1:
+        return path
+    return os.path.join(path, f"processes{jax.process_count()}x{jax.local_device_count()}")
+
+
 def use_persistent_cache(value: str, workdir: str) -> str | None:
     """Points JAX's persistent compilation cache at ``value`` (``''``: ``$JAX_COMPILATION_CACHE_DIR``
     if set, else ``WORKDIR/compilation_cache``); returns the directory, or ``None`` when
@@ -48,11 +64,11 @@ def use_persistent_cache(value: str, workdir: str) -> str | None:
         jax.config.update("jax_enable_compilation_cache", False)
         compilation_cache.reset_cache()
         return None
-    path = value or os.environ.get(ENV) or os.path.join(workdir, CACHE_DIR)
+    path = topology_dir(value or os.environ.get(ENV) or os.path.join(workdir, CACHE_DIR))
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECS)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", MIN_ENTRY_BYTES)
     compilation_cache.reset_cache()  # a process that already compiled reads the new directory
     log.info("persistent compilation cache: %s", path)
     return path

@@ -9,7 +9,8 @@ validates during training by default (``--config.validate=False`` turns it off),
 
 Exit codes (:mod:`ppsn.cli`): 0 done; 1 test mode scored some videos -1 (undecodable) or
 skipped list lines; 2 a usage or config error (one line on stderr, found before the first step
-or video by :mod:`ppsn.preflight`).
+or video by :mod:`ppsn.preflight`); 143 / 130 training stopped by SIGTERM / SIGINT after saving a
+checkpoint of the step it reached (:mod:`ppsn.train.preemption`; the same command resumes).
 """
 
 import logging
@@ -41,9 +42,13 @@ def run(argv) -> int:
     if FLAGS.mode == "train":
         if not FLAGS.workdir:
             raise cli.UserError("--workdir is required for training")
+        from ppsn.train import preemption
         from ppsn.train.loop import train_and_evaluate
 
-        train_and_evaluate(config, FLAGS.workdir)
+        try:
+            train_and_evaluate(config, FLAGS.workdir)
+        except preemption.Stopped as e:  # a checkpoint of that step was saved (logged)
+            return e.exit_code
         return cli.OK
     if not FLAGS.weights:
         raise cli.UserError("--weights is required for --mode=test")

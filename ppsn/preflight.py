@@ -145,7 +145,7 @@ def _check_values(config, mode: str, problems: _Problems) -> bool:
                  f"smaller than --config.data.short_size={d.short_size}: the scaled frames must "
                  "fit the canvas")
     for field in ("num_workers", "worker_buffer_size", "prefetch_batches", "decode_threads",
-                  "retain_freed_mb"):
+                  "retain_freed_mb", "read_ahead_mb"):
         need(isinstance(d[field], int) and d[field] >= -1,
              f"--config.data.{field}={d[field]!r}: must be an integer >= 0 (-1: the default)")
     need(d.test_views_per_chunk is None

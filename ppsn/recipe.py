@@ -42,7 +42,8 @@ def pptsn_config() -> ml_collections.ConfigDict:
         target_size=224,
         # Loading (ppsn.data.pipeline.loader_settings; -1: derived from the CPUs this process
         # may use, $PPSN_CPUS as the launchers set it, else its CPU affinity).
-        num_workers=-1,           # worker processes per process (-1: CPUs - 1; 0: main process)
+        num_workers=-1,           # worker processes per process (-1: 5 per accelerator, CPUs - 1 on a CPU-only run, capped by CPUs - 1 and read_ahead_mb; 0: main process)
+        read_ahead_mb=-1,         # bound on the batches read ahead (-1: 1/8 of this process's share of host memory, at most 8192)
         worker_buffer_size=-1,    # finished batches each worker keeps (-1: 1)
         prefetch_batches=-1,      # batches each producer computes ahead (-1: 2 without workers, 0 in workers)
         decode_threads=-1,        # OpenCV / FFmpeg threads in each worker (-1: 1)

@@ -2,8 +2,10 @@
 
 import os
 import shlex
+import signal
 import subprocess
 import tarfile
+import time
 
 from tests.conftest import REPO_ROOT
 
@@ -133,3 +135,31 @@ def test_tpu_setup_for_real_makes_the_tarball_and_calls_gcloud(tmp_path):
     assert {"setup.cfg", "launch/tpu_vm.sh", "ppsn/paths.py", "tests/test_launch.py"} <= names
     assert not any(n.startswith((".git/", "data/", "output/")) or "__pycache__" in n
                    for n in names)
+
+
+def test_slurm_passes_sigterm_to_ppsn_and_requeues_after_its_checkpoint(tmp_path):
+    script = (REPO_ROOT / "launch" / "slurm_gpu.sbatch").read_text()
+    assert "#SBATCH --requeue" in script and "#SBATCH --signal=B:TERM@120" in script
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    # Stand-ins: srun saves on SIGTERM and exits 143 as ppsn does; scontrol notes its call.
+    (bin_dir / "srun").write_text(
+        f'#!/usr/bin/env bash\necho "srun $*" >> {log}\n'
+        f'trap \'echo "srun got TERM" >> {log}; exit 143\' TERM\n'
+        'while true; do sleep 0.05; done\n')
+    (bin_dir / "scontrol").write_text(f'#!/usr/bin/env bash\necho "scontrol $*" >> {log}\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "77"}
+    proc = subprocess.Popen(["bash", "launch/slurm_gpu.sbatch", "--config=c", "--workdir=w"],
+                            cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (log.exists() and "srun" in log.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # what SLURM sends the batch shell (B:) before the limit
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    calls = log.read_text().splitlines()
+    assert calls == ["srun --kill-on-bad-exit=1 python -m ppsn.main --config=c --workdir=w",
+                     "srun got TERM", "scontrol requeue 77"], calls
+    assert "requeueing job 77" in err

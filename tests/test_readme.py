@@ -69,6 +69,8 @@ RULES = [
      T + "test_export_predict.py::test_predict_backends_match_xla_on_a_real_video"),
     (r"python -m ppsn\.predict .*", "test",
      T + "test_export_predict.py::test_predict_cli_on_files_and_directories_with_bad_files"),
+    (r"python -m ppsn\.benchmark pipeline --plan .*", "test", T + "data/test_loading_plan.py::"
+     "test_the_k400_recipe_on_8_gpus_and_224_cpus_fits_48_workers_and_8_gib"),
     (r"python -m ppsn\.benchmark pipeline .*(--source tfds|--compare).*", "test",
      T + "test_benchmark.py::test_pipeline_benchmark_tfds_source_reads_only_the_sampled_frames"
          "_and_compares_settings"),
@@ -91,7 +93,7 @@ RULES = [
 # Where each CLI defines its flags (argparse or absl), for the flag-name check.
 CLI_SOURCES = {
     "ppsn.main": ["ppsn/main.py"], "ppsn.export": ["ppsn/export.py"],
-    "ppsn.predict": ["ppsn/predict.py"], "ppsn.benchmark": ["ppsn/benchmark/pipeline.py", "ppsn/benchmark/train_step.py", "ppsn/benchmark/loop.py", "ppsn/benchmark/eval.py", "ppsn/benchmark/predict.py",
+    "ppsn.predict": ["ppsn/predict.py"], "ppsn.benchmark": ["ppsn/benchmark/pipeline.py", "ppsn/benchmark/plan.py", "ppsn/benchmark/train_step.py", "ppsn/benchmark/loop.py", "ppsn/benchmark/eval.py", "ppsn/benchmark/predict.py",
                        "ppsn/benchmark/distill.py"],
     "ppsn.convert.paddle": ["ppsn/convert/paddle.py"], "ppsn.data.prepare": ["ppsn/data/prepare.py"],
     "ppsn.data.check": ["ppsn/data/check.py"], "ppsn.data.toy": ["ppsn/data/toy.py"],

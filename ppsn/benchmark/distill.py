@@ -17,7 +17,8 @@ CPU and the wall times. Every seed of ``--seeds`` is reported, none left out.
 
 Runs go to ``--workdir/{teacher,seed<S>/alone,seed<S>/kd}`` (default: a temporary directory,
 deleted afterwards); a run directory that already exists is refused (the run would resume).
-The runs share one persistent compilation cache, so the seeds after the first compile nothing.
+The runs share one persistent compilation cache, so the seeds after the first load their slow
+programs (the steps) from it.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ppsn.benchmark import timing
+from ppsn.benchmark import plan, timing
 
 
 def add_parser(sub):
@@ -62,6 +62,7 @@ def add_parser(sub):
                    help="runs per setting and worker count, interleaved; each figure is the "
                         "median over repeats, each ratio the median of the repeats' ratios "
                         "(machines whose speed drifts)")
+    plan.add_arguments(p)
     return p
 
 
@@ -178,6 +179,8 @@ def _clips_per_s(ds, data_cfg, workers: int, setting: tuple[str, Any] | None, nu
 
 
 def run(args) -> dict:
+    if args.plan:
+        return plan.run(args)
     from ppsn.data import host_memory, pipeline
     from ppsn.recipe import pptsn_config
 

@@ -57,6 +57,7 @@ import numpy as np
 
 from ppsn import paths
 from ppsn.data.clips import ClipSpec, load_canvas_clip, load_clip, record_name
+from ppsn.data import loading_plan as _plan
 from ppsn.data.decode import DecodeError
 from ppsn.data.lists import ListFileSource
 
@@ -317,32 +318,55 @@ class Loader:
         return text
 
 
-def loader_settings(data_cfg, cpus: int | None = None) -> Loader:
-    """The :class:`Loader` that ``config.data`` asks for; ``-1`` fields are derived here (the
-    one place) from the CPUs this process may use (:func:`available_cpus`): one worker per CPU
-    but one (the main process feeds the devices), one library thread per worker, one finished
-    batch per worker, 2 batches read ahead without workers (0 inside workers, whose buffers
-    already read ahead), and 64 MiB of freed memory kept by each process that makes or receives
-    batches."""
+def loading_plan(data_cfg, cpus: int | None = None, *, local_devices: int = 1,
+                 accelerator: bool = False, batch_bytes: int = 0,
+                 host_memory: int | None = None, host_cpus: int | None = None):
+    """The workers and read-ahead ``config.data`` gives a process (:mod:`ppsn.data.loading_plan`):
+    ``-1`` fields derived from its CPUs (:func:`available_cpus`), its local devices, the bytes
+    of one of its batches (0: unknown, no byte bound) and the host's memory."""
     cpus = cpus or available_cpus()
+    buffer = _field(data_cfg, "worker_buffer_size", 1)
+    budget = _field(data_cfg, "read_ahead_mb", -1)
+    if budget == -1:
+        budget = _plan.default_read_ahead_mb(host_memory or _plan.host_memory_bytes(), cpus,
+                                             host_cpus or os.cpu_count() or cpus)
+    return _plan.plan(
+        cpus=cpus, local_devices=local_devices, accelerator=accelerator, batch_bytes=batch_bytes,
+        budget_mb=budget, num_workers=int(data_cfg.get("num_workers", -1)),
+        batches_per_worker=_field(data_cfg, "prefetch_batches", 0) + 2 * max(1, buffer) + 2,
+        main_batches=_field(data_cfg, "prefetch_batches", 2))
 
-    def value(name, auto):
-        v = int(data_cfg.get(name, -1))
-        return auto if v == -1 else v
 
-    num_workers = value("num_workers", max(0, cpus - 1))
+def _field(data_cfg, name: str, auto: int) -> int:
+    v = int(data_cfg.get(name, -1))
+    return auto if v == -1 else v
+
+
+def loader_settings(data_cfg, cpus: int | None = None, **plan_args) -> Loader:
+    """The :class:`Loader` that ``config.data`` asks for; ``-1`` fields are derived here (the
+    one place): the workers by :func:`loading_plan` (``plan_args``: the process's devices and
+    batch bytes; without them one worker per CPU but one), one library thread per worker, one
+    finished batch per worker, 2 batches read ahead without workers (0 inside workers, whose
+    buffers already read ahead), and 64 MiB of freed memory kept by each process that makes or
+    receives batches."""
+    num_workers = loading_plan(data_cfg, cpus, **plan_args).num_workers
     return Loader(num_workers=num_workers,
-                  worker_buffer_size=value("worker_buffer_size", 1),
-                  prefetch_batches=value("prefetch_batches", 0 if num_workers else 2),
-                  decode_threads=value("decode_threads", 1),
-                  retain_freed_mb=value("retain_freed_mb", 64),
+                  worker_buffer_size=_field(data_cfg, "worker_buffer_size", 1),
+                  prefetch_batches=_field(data_cfg, "prefetch_batches", 0 if num_workers else 2),
+                  decode_threads=_field(data_cfg, "decode_threads", 1),
+                  retain_freed_mb=_field(data_cfg, "retain_freed_mb", 64),
                   handoff=data_cfg.get("handoff", "ring"))
 
 
 def _init_worker(threads: int, retain_freed_mb: int, worker_index: int,
                  worker_count: int) -> None:
+    import signal
+
     from ppsn.data import decode, host_memory
 
+    # A terminal's Ctrl-C reaches the whole process group: the main process stops the run
+    # after the step in flight (ppsn.train.preemption) and closes the workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     decode.set_threads(threads)
     host_memory.retain_freed(retain_freed_mb)
 

@@ -27,9 +27,10 @@ from typing import Any
 
 import jax
 
-from ppsn import backend, checkpoint, compilation, parallel, paths, preflight, workdir_lock
+from ppsn import (backend, checkpoint, compilation, parallel, paths, preflight, shared_workdir,
+                  workdir_lock)
 from ppsn.data import pipeline, toy
-from ppsn.train import prefetch, reporting, steps, tasks, validation
+from ppsn.train import preemption, prefetch, reporting, steps, tasks, validation
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def setup(config, workdir: str, claim=None) -> Run:
     if claim is not None:
         claim(workdir)
     workdir = os.fspath(paths.makedirs(workdir))
+    shared_workdir.check_shared(workdir)  # every process sees what process 0 writes
     compilation.use_persistent_cache(config.compilation_cache_dir, workdir)
     if jax.process_index() == 0:
         paths.path(paths.join(workdir, "config.json")).write_text(
@@ -114,8 +116,16 @@ def setup(config, workdir: str, claim=None) -> Run:
     skip_log = paths.Mirror(paths.join(workdir, f"bad_samples.process{jax.process_index()}.jsonl"))
     train_spec = pipeline.clip_spec(config.data, "train")
     train_ds = pipeline.train_dataset(train_source, train_spec, local_batch, config.seed)
-    loader = pipeline.loader_settings(config.data)
-    log.info("data: %s", loader.describe(local_batch * math.prod(train_spec.shape)))
+    batch_bytes = local_batch * math.prod(train_spec.shape)
+    plan = pipeline.loading_plan(config.data, **_plan_args(batch_bytes))
+    loader = pipeline.loader_settings(config.data, **_plan_args(batch_bytes))
+    log.info("data: %s; workers by need %d, read-ahead bound %.2f GiB (workers limited by %s)",
+             loader.describe(batch_bytes), plan.workers_by_need,
+             plan.read_ahead_budget_bytes / 2**30, plan.limited_by)
+    if plan.read_ahead_bytes > plan.read_ahead_budget_bytes:
+        log.warning("data: %d worker processes read ahead %.2f GiB, above data.read_ahead_mb "
+                    "(%.2f GiB)", loader.num_workers, plan.read_ahead_bytes / 2**30,
+                    plan.read_ahead_budget_bytes / 2**30)
     val = None
     if config.validate:
         val = (inputs.valid, pipeline.clip_spec(config.data, "valid"))
@@ -124,9 +134,16 @@ def setup(config, workdir: str, claim=None) -> Run:
                eval_fn=eval_fn, num_videos=len(train_source), steps_per_epoch=steps_per_epoch,
                total_steps=total_steps,
                data_iter=pipeline.to_iterator(train_ds, loader),
-               ckpt=checkpoint.TrainCheckpointer(workdir, config.keep_checkpoints),
+               ckpt=checkpoint.TrainCheckpointer(workdir, config.keep_checkpoints,
+                                                 global_batch=config.batch_size),
                writer=reporting.Writer(workdir), skip_log=skip_log, val=val,
                skipped_lines=inputs.skipped_lines())
+
+
+def _plan_args(batch_bytes: int) -> dict:
+    """What the loading plan needs to know about this process's devices and batches."""
+    return dict(local_devices=jax.local_device_count(),
+                accelerator=jax.default_backend() != "cpu", batch_bytes=batch_bytes)
 
 
 def restore_or_initialize(run: Run):
@@ -175,8 +192,10 @@ def validate_and_keep_best(run: Run, progress: Progress, state, done: int) -> No
     """Validation over the whole list; a better Top-1 replaces ``WORKDIR/best``."""
     epoch = done // run.steps_per_epoch
     source, spec = run.val
+    batch_bytes = (run.config.valid_batch_size // jax.process_count()) * math.prod(spec.shape)
     val = validation.validate(run.eval_fn, state, source, spec, run.config.valid_batch_size,
-                              run.mesh, pipeline.loader_settings(run.config.data),
+                              run.mesh,
+                              pipeline.loader_settings(run.config.data, **_plan_args(batch_bytes)),
                               log_every=run.config.log_interval)
     log.info(f"epoch:[{epoch:3d}/{run.config.num_epochs:<3d}] val loss: {val['loss']:.5f} "
              f"top1: {val['top1']:.5f} top5: {val['top5']:.5f} ({val['count']} videos)")
@@ -244,10 +263,9 @@ def train_steps(run: Run, progress: Progress, state, rng, start: int, stop: int)
     """Steps ``start`` to ``stop`` (log, validate, checkpoint on their schedule); returns the
     state. Batches come from a :class:`prefetch.DevicePrefetcher` over ``run.data_iter``."""
     config = run.config
-    feed = prefetch.DevicePrefetcher(run.data_iter, lambda batch: (parallel.to_global(
-        {"frames": batch["frames"], "label": batch["label"]}, run.mesh),
-        {k: batch[k] for k in ("replaced", "skipped")}), size=PREFETCH_BATCHES)
+    feed = _feed(run)
     pending = collections.deque()  # a small output of each step still being computed
+    watch = preemption.Watch().__enter__()
     try:
         for step in range(start, stop):
             t0 = time.perf_counter()
@@ -274,18 +292,48 @@ def train_steps(run: Run, progress: Progress, state, rng, start: int, stop: int)
                 emit_logs(run, progress, wait=True)
                 jax.block_until_ready(state)
                 with progress.meter.excluded():
+                    # The train workers stop while validation's run (one pool at a time) and
+                    # restart at the next batch.
+                    position = feed.position()
+                    feed.close()
+                    run.data_iter.set_state(position.get_state())
                     validate_and_keep_best(run, progress, state, done)
-            if done % config.checkpoint_every_steps == 0 or done == run.total_steps:
+                    feed = _feed(run)
+            scheduled = done % config.checkpoint_every_steps == 0 or done == run.total_steps
+            if scheduled:
                 jax.block_until_ready(state)
                 with progress.meter.excluded():
                     save_checkpoint(run, progress, state, rng, done, feed.position())
+            if watch.should_stop(done) and done < run.total_steps:
+                _stop(run, progress, state, rng, done, feed.position(), scheduled, watch)
         t0 = time.perf_counter()
         jax.block_until_ready(state)
         progress.device_wait_s += time.perf_counter() - t0
         emit_logs(run, progress, wait=True)
     finally:
+        watch.__exit__()
         feed.close()
     return state
+
+
+def _stop(run: Run, progress: Progress, state, rng, done: int, position, saved: bool,
+          watch: preemption.Watch):
+    """A signal stopped the run after step ``done``: its checkpoint, one line, :class:`Stopped`."""
+    if not saved:
+        jax.block_until_ready(state)
+        save_checkpoint(run, progress, state, rng, done, position)
+    run.ckpt.wait()
+    message = (f"stopped at step {done} of {run.total_steps} on a signal: checkpoint "
+               f"{paths.join(run.ckpt.directory, str(done))} saved; the same command resumes "
+               f"from it (exit status {watch.exit_code})")
+    log.warning(message)
+    raise preemption.Stopped(message, watch.exit_code)
+
+
+def _feed(run: Run) -> prefetch.DevicePrefetcher:
+    return prefetch.DevicePrefetcher(run.data_iter, lambda batch: (parallel.to_global(
+        {"frames": batch["frames"], "label": batch["label"]}, run.mesh),
+        {k: batch[k] for k in ("replaced", "skipped")}), size=PREFETCH_BATCHES)
 
 
 def summarize(run: Run, progress: Progress) -> None:

@@ -34,13 +34,59 @@ def _final_state(workdir, step):
         return ckptr.restore(os.path.join(workdir, "checkpoints", str(step), "state"))
 
 
-def test_kill_and_resume_ends_bit_identical(toy_dir, tmp_path):
-    total = 6 * (30 // 8)  # 6 epochs of 3 steps
-    straight = tmp_path / "straight"
-    cmd = _tiny_flags(toy_dir, straight, validate=False)
+TOTAL = 6 * (30 // 8)  # 6 epochs of 3 steps
+
+
+@pytest.fixture(scope="module")
+def straight(toy_dir, tmp_path_factory):
+    """The workdir of an uninterrupted run, to compare interrupted ones with."""
+    workdir = tmp_path_factory.mktemp("straight")
+    cmd = _tiny_flags(toy_dir, workdir, validate=False)
     done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    return workdir
 
+
+def _assert_same_final_state(straight, workdir):
+    a, b = _final_state(straight, TOTAL), _final_state(workdir, TOTAL)
+    assert int(a["state"]["step"]) == int(b["state"]["step"]) == TOTAL
+    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(leaves_a) == len(leaves_b) > 100
+    for x, y in zip(leaves_a, leaves_b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_sigterm_between_checkpoints_saves_that_step_and_resumes_bit_identical(
+        toy_dir, tmp_path, straight):
+    workdir = tmp_path / "preempted"
+    cmd = _tiny_flags(toy_dir, workdir, validate=False, checkpoint_every_steps=100,
+                      log_interval=1)
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:  # training has begun: its first step's line
+        lines.append(line)
+        if "train step:1 " in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, _ = proc.communicate(timeout=300)
+    out = "".join(lines) + rest
+    assert proc.returncode == 143, out[-3000:]
+    stopped = [line for line in out.splitlines() if "stopped at step" in line]
+    assert len(stopped) == 1, out[-3000:]
+    saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    assert len(saved) == 1 and 1 <= saved[0] < TOTAL, (saved, out[-3000:])  # none scheduled
+    assert f"stopped at step {saved[0]} of {TOTAL}" in stopped[0]
+    assert os.path.join("checkpoints", str(saved[0])) in stopped[0]
+
+    resumed = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"at step {saved[0]}" in resumed.stdout
+    _assert_same_final_state(straight, workdir)
+
+
+def test_kill_and_resume_ends_bit_identical(toy_dir, tmp_path, straight):
+    total = TOTAL
     killed = tmp_path / "killed"
     cmd = _tiny_flags(toy_dir, killed, validate=False)
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
@@ -65,14 +111,10 @@ def test_kill_and_resume_ends_bit_identical(toy_dir, tmp_path):
     variables, meta = checkpoint.load_weights(str(killed))  # no best/: its latest checkpoint
     assert meta["path"].endswith(os.path.join("checkpoints", str(total)))
     assert (meta["task"], meta["depth"], meta["num_classes"]) == ("plain", 18, 10)
-    a, b = _final_state(straight, total), _final_state(killed, total)
+    b = _final_state(killed, total)
     np.testing.assert_array_equal(variables["params"]["fc"]["kernel"],
                                   np.asarray(b["state"]["params"]["fc"]["kernel"]))
-    assert int(a["state"]["step"]) == int(b["state"]["step"]) == total
-    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
-    assert len(leaves_a) == len(leaves_b) > 100
-    for x, y in zip(leaves_a, leaves_b):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    _assert_same_final_state(straight, killed)
 
 
 def test_toy_run_learns_keeps_the_best_model_and_logs(full_toy_dir, tmp_path):
