@@ -4,7 +4,9 @@ scaling, TenCrop on the host, then the exported model through ``--backend`` at
 340x256 mp4 (or ``--data``), after one warm-up video.
 
 Reports ``s_per_video`` and its host / model parts, and the same for ``--baseline`` (default:
-the XLA backend) with ``speedup_vs_baseline``.
+the XLA backend) with ``speedup_vs_baseline``. ``--baseline unfolded`` times the same backend
+and precision on an export without BatchNorm folding (``export --nofold_bn``): the speedup of
+folding.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def add_parser(sub):
     r.add_argument("--data", default=None, help="a video file (default: a generated one)")
     r.add_argument("--baseline", default="xla",
                    help="backend[:precision] timed in the same run for speedup_vs_baseline, "
-                   "or 'none'")
+                   "'unfolded' (the same backend, BatchNorm not folded in model.jax) or 'none'")
     return r
 
 
@@ -77,7 +79,19 @@ def run(args) -> dict:
                "views": args.num_seg * 10, "videos": args.videos,
                **time_predict(model_dir, video, args.backend, args.precision, args.videos,
                               args.threads)}
-        if args.baseline != "none":
+        if args.baseline == "unfolded":
+            base_dir = os.path.join(tmp, "inference_unfolded")
+            export_model(config, variables, base_dir, platforms=("cpu",), onnx=True,
+                         fold_bn=False)
+            base = time_predict(base_dir, video, args.backend, args.precision, args.videos,
+                                args.threads)
+            out["baseline"] = f"{base['backend']}:{base['precision']} without BatchNorm folding"
+            out["baseline_s_per_video"] = base["s_per_video"]
+            out["baseline_model_s_per_video"] = base["model_s_per_video"]
+            out["model_speedup_vs_baseline"] = round(
+                base["model_s_per_video"] / out["model_s_per_video"], 3)
+            out["speedup_vs_baseline"] = round(base["s_per_video"] / out["s_per_video"], 2)
+        elif args.baseline != "none":
             backend, _, precision = args.baseline.partition(":")
             base = time_predict(model_dir, video, backend, precision or "fp32", args.videos,
                                 args.threads)
