@@ -98,3 +98,30 @@ def test_bad_inputs_are_one_line_errors_and_nothing_is_overwritten(tree, tmp_pat
     assert (out / "train_videos.list").read_text() == "mine\n"
     assert make_lists.main(["--root", str(root), "--output_dir", str(out), "--force"]) == 1
     assert len(_read(out, "train")) == 50 and len(_read(out, "val")) == 10
+
+
+def test_three_commands_from_a_folder_of_videos_to_a_trained_model(tree, tmp_path, capsys):
+    """The README's: make_lists, train on the lists (the toy recipe), TenCrop test."""
+    from ppsn import test_mode
+    from ppsn.recipe import toy_config
+    from ppsn.train import loop
+
+    root, lists = tree[0], tmp_path / "lists"
+    assert make_lists.main(["--root", str(root), "--output_dir", str(lists),
+                            "--val_fraction", "0.2", "--test_fraction", "0.2"]) == 1
+    config = toy_config()
+    config.data.generate_toy = False
+    config.data.format = "videos"
+    config.data.data_prefix = str(root)
+    config.data.train_list = str(lists / "train_videos.list")
+    config.data.val_list = str(lists / "val_videos.list")
+    config.data.test_list = str(lists / "test_videos.list")
+    config.data.label_list = str(lists / "label_list.txt")
+    config.model.num_classes = 10
+    config.data.short_size, config.data.target_size, config.data.test_num_seg = 40, 32, 1
+    config.batch_size, config.valid_batch_size, config.num_epochs = 8, 10, 1
+    last = loop.train_and_evaluate(config, str(tmp_path / "run"))
+    assert last["count"] == 10 and (tmp_path / "run" / "best").is_dir()
+    summary = test_mode.run_test(config, str(tmp_path / "run" / "best"), str(tmp_path / "test"))
+    assert summary["count"] == 10 and summary["failed"] == 0
+    assert 0 <= summary["mean_class_top1"] <= 1
