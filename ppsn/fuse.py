@@ -18,7 +18,6 @@ weights that do not match the runs, an existing ``--output_dir`` without ``--for
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import numpy as np

@@ -80,8 +80,9 @@ def scan(root: str, fmt: str) -> Tree:
             tree.classes.append(cls)
             tree.entries.append(found)
     if not tree.classes:
+        item = "video file" if fmt == "videos" else "frame folder"
         raise cli.NothingToDo(f"--root {root}: no {fmt} in class folders (expected "
-                              f"{root}/<class>/<{'video file' if fmt == 'videos' else 'frame folder'}>)")
+                              f"{root}/<class>/<{item}>)")
     return tree
 
 

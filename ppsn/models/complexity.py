@@ -47,7 +47,8 @@ class ConvLayer:
 
     @property
     def params(self) -> int:  # the kernel and its BatchNorm's scale and bias
-        return self.kernel * self.kernel * self.in_channels * self.out_channels + 2 * self.out_channels
+        kernel = self.kernel * self.kernel * self.in_channels * self.out_channels
+        return kernel + 2 * self.out_channels
 
 
 def _out(size: int, stride: int) -> int:

@@ -21,7 +21,8 @@ def fold_conv_bn(kernel, bn_params, bn_stats, epsilon: float = plan.BN_EPSILON):
     ``var``)."""
     scale = (np.asarray(bn_params["scale"], np.float64)
              / np.sqrt(np.asarray(bn_stats["var"], np.float64) + epsilon))
-    bias = np.asarray(bn_params["bias"], np.float64) - np.asarray(bn_stats["mean"], np.float64) * scale
+    mean = np.asarray(bn_stats["mean"], np.float64)
+    bias = np.asarray(bn_params["bias"], np.float64) - mean * scale
     folded = np.asarray(kernel, np.float64) * scale
     return folded.astype(np.float32), bias.astype(np.float32)
 

@@ -87,7 +87,8 @@ def timeline(predictor, path: str, window_seconds: float, stride_seconds: float,
                                          m["target_size"]):
             scores = predictor.scores(clip[None])[0]
             order = np.argsort(-scores, kind="stable")[:max(1, top_k)]
-            out.append({"start_s": round(window.start / fps, 3), "end_s": round(window.end / fps, 3),
+            out.append({"start_s": round(window.start / fps, 3),
+                        "end_s": round(window.end / fps, 3),
                         "top_k": [[names.get(int(c), int(c)), float(scores[c])] for c in order]})
     return {"video": str(path), "fps": fps, "window_seconds": window_seconds,
             "stride_seconds": stride_seconds, "windows": out}

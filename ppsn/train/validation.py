@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 
 def validate(eval_fn, state, source, spec, global_batch, mesh, loader=None,
              log_every: int = 0) -> dict:
-    """Loss / Top-1 / Top-5 / mean class Top-1 over the whole source, each video counted exactly once;
-    ``log_every > 0`` logs progress (videos done / total) every that many batches."""
+    """Loss / Top-1 / Top-5 / mean class Top-1 over the whole source, each video counted
+    exactly once; ``log_every > 0`` logs progress (videos done / total) every that many batches."""
     local = parallel.check_batch_size(global_batch, mesh)
     ds = pipeline.eval_dataset(source, spec, local)
     totals = None

@@ -41,4 +41,5 @@ def test_exported_folded_r50_scores_match_the_unfolded_model(variables, tmp_path
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-6)
     with np.load(tmp_path / "inference" / "weights.npz") as weights:
         # each conv-BN unit: a kernel and a bias, no scale / mean / variance
-        assert len(weights.files) == 2 * len(jax.tree.leaves(variables["params"]["backbone"])) // 3 + 2
+        units = len(jax.tree.leaves(variables["params"]["backbone"])) // 3
+        assert len(weights.files) == 2 * units + 2
