@@ -10,7 +10,9 @@ Writes into ``--output``:
   views included, computed in float32; lowered for ``--platforms`` (default ``cpu,cuda,tpu``),
   each with its own convolutions (:func:`ppsn.backend.conv_impl`: matrix products on CPU,
   native convolutions on GPU/TPU; ``lax.platform_dependent`` picks at run time). A platform
-  that cannot be lowered is an error naming it, never dropped;
+  that cannot be lowered is an error naming it, never dropped. Each BatchNorm is folded into
+  its convolution (a kernel and a bias per convolution, :mod:`ppsn.models.fold`, as in the
+  ONNX graph); ``--nofold_bn`` keeps the statistics and applies them as separate passes;
 * ``weights.npz``: the model variables, in the order ``model.jax`` takes them;
 * ``model.onnx`` (with ``--onnx``): the same eval graph as an ONNX model (uint8 frames in,
   ``logits`` and ``scores`` out, symbolic batch), built from the variables by
@@ -75,22 +77,24 @@ def lower(fn, args, platforms):
 
 
 def export_model(config, variables, output: str, platforms=PLATFORMS,
-                 onnx: bool = False, force: bool = False) -> dict:
+                 onnx: bool = False, force: bool = False, fold_bn: bool = True) -> dict:
     """Write the export to ``output``: a new directory, or with ``force`` the replacement of an
     earlier export (it holds ``inference.json``; nothing else is ever replaced), written beside
-    it and renamed into place, so a failed export leaves the old one as it was."""
+    it and renamed into place, so a failed export leaves the old one as it was. ``fold_bn``:
+    ``model.jax`` runs the TSN with each BatchNorm folded into its convolution."""
     from ppsn import backend, checkpoint, paths
     from ppsn.data import pipeline
-    from ppsn.models import TSN
+    from ppsn.models import TSN, fold
 
     platforms = check_platforms(platforms)
-    leaves, treedef = jax.tree.flatten(variables)
+    served = fold.fold_variables(jax.tree.map(np.asarray, variables)) if fold_bn else variables
+    leaves, treedef = jax.tree.flatten(served)
     spec = pipeline.clip_spec(config.data, "test")
 
     def infer_with(conv_impl):
         model = TSN(depth=config.model.depth, num_classes=config.model.num_classes,
                     dropout_rate=config.model.dropout_rate, dtype=jnp.float32,
-                    conv_impl=conv_impl)
+                    conv_impl=conv_impl, fold_bn=fold_bn)
 
         def infer(weights, frames):
             logits = model.apply(jax.tree.unflatten(treedef, weights), normalize(frames),
@@ -124,7 +128,7 @@ def export_model(config, variables, output: str, platforms=PLATFORMS,
             "num_classes": config.model.num_classes, "depth": config.model.depth,
             "input": "uint8 [n, views, target_size, target_size, 3], TenCrop order",
             "platforms": list(exported.platforms),
-            "conv_impl": {p: impls[p] for p in exported.platforms},
+            "conv_impl": {p: impls[p] for p in exported.platforms}, "fold_bn": fold_bn,
             "onnx": ONNX_FILE if onnx_model is not None else None}
     with checkpoint.replacing(output, force=force, marker=META_FILE,
                               kind="ppsn export") as tmp:
@@ -157,7 +161,7 @@ def run(argv) -> int:
     what = meta["path"]
     try:
         meta = export_model(config, variables, FLAGS.output, FLAGS.platforms,
-                            onnx=FLAGS.onnx, force=FLAGS.force)
+                            onnx=FLAGS.onnx, force=FLAGS.force, fold_bn=FLAGS.fold_bn)
     except (ImportError, LoweringError) as e:
         raise cli.UserError(str(e)) from None
     print(f"exported {what} to {FLAGS.output} ({', '.join(meta['platforms'])}"
@@ -185,6 +189,8 @@ if __name__ == "__main__":
                       f"(among {', '.join(BACKEND_OF)}); one that fails is an error")
     flags.DEFINE_bool("onnx", False, "also write model.onnx for predict's onnxruntime and "
                       "openvino backends (needs pip install 'ppsn[serve]')")
+    flags.DEFINE_bool("fold_bn", True, "fold each BatchNorm into its convolution in model.jax "
+                      "(--nofold_bn: apply the statistics as separate passes)")
     flags.DEFINE_bool("force", False, "replace an existing --output if it is an earlier export "
                       "(anything else is never replaced)")
     flags.mark_flags_as_required(["config", "weights"])

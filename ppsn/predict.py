@@ -13,6 +13,16 @@ missing, unreadable or corrupt, or a directory without video files, gets a one-l
 the others still run. Exit status (:mod:`ppsn.cli`): 0 every video classified; 1 some inputs
 failed, the others were classified; 2 nothing was classified (a usage error, a model or label
 list that cannot be used, or inputs holding no video at all).
+
+A timeline over one long video (:mod:`ppsn.serve.timeline`):
+
+    python -m ppsn.predict --input_file=LONG.mp4 --model_dir=DIR --window_seconds=S
+        [--stride_seconds=T] --timeline=OUT.json [--top_k=K]
+
+classifies consecutive windows of ``S`` seconds (one every ``T`` seconds, default ``S``), each
+sampled as the model expects of a video, decoding the video once; writes ``OUT.json``
+(``{"windows": [{"start_s", "end_s", "top_k": [[class, score], ...]}, ...]}``) and ``OUT.png``
+(the top classes' scores over time). A video shorter than one window exits 2.
 """
 
 from __future__ import annotations
@@ -57,7 +67,14 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                         help="bf16: openvino on a CPU with AVX512-BF16 or AMX")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
+    parser.add_argument("--timeline", default=None,
+                        help="OUT.json: scores of consecutive windows of one video (and OUT.png)")
+    parser.add_argument("--window_seconds", type=float, default=None, help="window length")
+    parser.add_argument("--stride_seconds", type=float, default=None,
+                        help="time between window starts (default: --window_seconds)")
     args = parser.parse_args(argv)
+    if args.timeline or args.window_seconds or args.stride_seconds:
+        return cli.run(_timeline, args)
 
     from ppsn.data.decode import DecodeError
     from ppsn.serve.backends import BackendError, MissingRuntime
@@ -110,6 +127,51 @@ def main(argv=None) -> int:
         print(f"error: nothing classified ({failures} inputs failed)", file=sys.stderr)
         return cli.USAGE
     return cli.SOME_INPUTS_BAD if failures else cli.OK
+
+
+def _timeline(args) -> int:
+    import json
+
+    from ppsn import paths
+    from ppsn.data.decode import DecodeError
+    from ppsn.data.labels import read_label_names
+    from ppsn.serve import timeline
+
+    if not args.timeline or not args.window_seconds:
+        raise cli.UserError("a timeline needs --timeline=OUT.json and --window_seconds")
+    if not args.timeline.endswith(".json"):
+        raise cli.UserError(f"--timeline={args.timeline}: must end with .json (OUT.png goes "
+                            "beside it)")
+    stride = args.stride_seconds or args.window_seconds
+    if args.window_seconds <= 0 or stride <= 0:
+        raise cli.UserError("--window_seconds and --stride_seconds must be > 0")
+    if len(args.input_file) != 1 or paths.is_dir(args.input_file[0]):
+        raise cli.UserError("a timeline is for one video file: give one --input_file")
+    predictor = _predictor(args)
+    try:
+        names = read_label_names(args.label_list) if args.label_list else {}
+        result = timeline.timeline(predictor, args.input_file[0], args.window_seconds, stride,
+                                   args.top_k, names)
+    except (DecodeError, ValueError) as e:
+        raise cli.UserError(str(e)) from None
+    paths.path(args.timeline).write_text(json.dumps(result, indent=1))
+    with paths.path(args.timeline[:-len(".json")] + ".png").open("wb") as f:
+        timeline.plot(result, f)
+    print(f"{len(result['windows'])} windows of {args.window_seconds:g} s every {stride:g} s: "
+          f"{args.timeline} and {args.timeline[:-len('.json')]}.png")
+    return cli.OK
+
+
+def _predictor(args) -> Predictor:
+    from ppsn.serve.backends import BackendError, MissingRuntime
+
+    try:
+        return Predictor(args.model_dir, args.backend, args.precision, args.threads)
+    except FileNotFoundError as e:
+        raise cli.UserError(f"{args.model_dir}: not an exported model ({e.strerror}: "
+                            f"{e.filename})") from None
+    except (MissingRuntime, BackendError) as e:
+        raise cli.UserError(str(e)) from None
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ Outputs, beside each other in the output directory:
   that cannot be decoded gets prediction -1 and counts as wrong);
 * ``summary.json``: Top-1, Top-5, counts, the list's fingerprint, the checkpoint and the config;
 * ``per_class.csv``: per-class accuracy (class names from ``data.label_list`` when given);
+* ``scores.npz``: every video's averaged class scores, for ``python -m ppsn.fuse``
+  (:mod:`ppsn.evaluation.scores`);
 * ``confusion_matrix.png``.
 """
 
@@ -39,6 +41,8 @@ from tqdm import tqdm
 from ppsn import backend, checkpoint, compilation, parallel, paths, preflight, workdir_lock
 from ppsn.data import pipeline
 from ppsn.data.transforms import normalize, ten_crop_on_device
+from ppsn.evaluation import metrics
+from ppsn.evaluation import scores as score_files
 from ppsn.models import chunked_logits
 from ppsn.train import initialize, losses
 
@@ -159,7 +163,8 @@ def _run_test(config, weights, output_dir, force, compiles, held) -> dict:
     correct1 = losses.topk_correct_numpy(np.nan_to_num(scores, nan=-1), labels, 1) & ~failed
     correct5 = losses.topk_correct_numpy(np.nan_to_num(scores, nan=-1), labels, 5) & ~failed
     summary = {
-        "top1": float(correct1.mean()), "top5": float(correct5.mean()), "count": n,
+        "top1": float(correct1.mean()), "top5": float(correct5.mean()),
+        "mean_class_top1": metrics.mean_class_top1(correct1, labels, num_classes), "count": n,
         "failed": int(failed.sum()), "checkpoint": what,
         # Lines of the list that could not be parsed: not scored, not in count or Top-1.
         "skipped_lines": len(skipped), "listed": n + len(skipped),
@@ -177,10 +182,14 @@ def _run_test(config, weights, output_dir, force, compiles, held) -> dict:
     checkpoint.sync("ppsn:test:logs")
     if show:
         _write_reports(staging, video_ids, labels, pred, scores, failed, names, summary)
+        score_files.write(staging, score_files.RunScores(
+            np.asarray(video_ids), labels, scores, failed, what, summary["list"],
+            summary["list_sha256"] or ""))
         checkpoint.swap_in(output_dir, "summary.json")
     log.info(compiles.summary())
     lines = f", {len(skipped)} list lines skipped (not scored)" if skipped else ""
-    print(f"Top-1: {summary['top1']:.4f}  Top-5: {summary['top5']:.4f}  ({n} videos, "
+    print(f"Top-1: {summary['top1']:.4f}  Top-5: {summary['top5']:.4f}  "
+          f"mean class Top-1: {summary['mean_class_top1']:.4f}  ({n} videos, "
           f"{summary['failed']} failed to decode{lines}; reports in {output_dir})")
     return summary
 

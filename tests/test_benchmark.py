@@ -138,6 +138,16 @@ def test_predict_benchmark_reports_seconds_per_video():
     assert total == pytest.approx(host + model, abs=2e-3)
 
 
+def test_predict_benchmark_times_batchnorm_folding_against_the_unfolded_export():
+    out = _run("predict", "--backend", "xla", "--depth", "18", "--num_seg", "1", "--videos", "1",
+               "--baseline", "unfolded")
+    assert out["backend"] == "xla" and out["baseline"] == "xla:fp32 without BatchNorm folding"
+    folded, unfolded = (out["folded_model_s_per_video_median"],
+                        out["baseline_model_s_per_video_median"])
+    assert _seconds(folded, unfolded, out["model_s_per_video"])
+    assert out["model_speedup_vs_baseline"] == pytest.approx(unfolded / folded, rel=0.02)
+
+
 def test_loop_benchmark_times_the_real_loop():
     out = _run("loop", "--depth", "18", "--size", "32", "--num_seg", "2", "--batch", "2",
                "--steps", "3", "--warmup", "2")

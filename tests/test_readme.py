@@ -42,6 +42,17 @@ RULES = [
      T + "train/test_distill.py::test_toy_kd_run_logs_both_losses_and_leaves_the_teacher_untouched"),
     (r"python -m ppsn\.main --config=configs/pptsn_k400_frames_distill_r101\.py .*", "test",
      T + "train/test_distill.py::test_kd_step_keeps_the_teacher_frozen_and_out_of_the_optimizer"),
+    (r"python -m ppsn\.main --config=configs/pptsn_toy\.py --workdir=\S+ --config\.data\.generate_toy=False .*",
+     "test", T + "data/test_make_lists.py::test_three_commands_from_a_folder_of_videos_to_a_trained_model"),
+    (r"python -m ppsn\.data\.make_lists .*", "test",
+     T + "data/test_make_lists.py::test_three_commands_from_a_folder_of_videos_to_a_trained_model"),
+    (r"python -m ppsn\.fuse .*", "test", T + "test_fuse.py::test_fusing_a_run_with_itself_gives_its_numbers"),
+    (r"python -m ppsn\.predict .*--timeline=\S+.*", "test", T + "serve/test_timeline.py::"
+     "test_windows_are_streamed_and_scored_as_clips_of_the_decoded_video"),
+    (r"python -m ppsn\.benchmark predict .*--baseline unfolded", "test", T + "test_benchmark.py::"
+     "test_predict_benchmark_times_batchnorm_folding_against_the_unfolded_export"),
+    (r"python -m ppsn\.benchmark complexity .*", "test",
+     T + "models/test_complexity.py::test_complexity_command_prints_one_json_line"),
     (r"python -m ppsn\.main .* --mode=test .*", "test",
      T + "test_test_mode.py::test_every_video_is_scored_once_on_any_device_count"),
     (r"python -m ppsn\.data\.toy --output data/toy", "run", None),
@@ -94,7 +105,8 @@ RULES = [
 CLI_SOURCES = {
     "ppsn.main": ["ppsn/main.py"], "ppsn.export": ["ppsn/export.py"],
     "ppsn.predict": ["ppsn/predict.py"], "ppsn.benchmark": ["ppsn/benchmark/pipeline.py", "ppsn/benchmark/plan.py", "ppsn/benchmark/train_step.py", "ppsn/benchmark/loop.py", "ppsn/benchmark/eval.py", "ppsn/benchmark/predict.py",
-                       "ppsn/benchmark/distill.py"],
+                       "ppsn/benchmark/distill.py", "ppsn/benchmark/complexity.py"],
+    "ppsn.fuse": ["ppsn/fuse.py"], "ppsn.data.make_lists": ["ppsn/data/make_lists.py"],
     "ppsn.convert.paddle": ["ppsn/convert/paddle.py"], "ppsn.data.prepare": ["ppsn/data/prepare.py"],
     "ppsn.data.check": ["ppsn/data/check.py"], "ppsn.data.toy": ["ppsn/data/toy.py"],
 }

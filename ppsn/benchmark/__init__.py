@@ -5,6 +5,7 @@
     python -m ppsn.benchmark loop [--depth 18 --batch 8 --size 56 --steps 20 --workers N]
     python -m ppsn.benchmark eval --depth 50 --num_seg 25 [--videos N] [--data PATH]
     python -m ppsn.benchmark predict --backend openvino --precision bf16 ...
+    python -m ppsn.benchmark complexity --config configs/pptsn_k400_frames.py [--depth 101]
     python -m ppsn.benchmark distill [--teacher DIR] [--seeds 0,1,2] [--epochs N] ...
 
 Every benchmark runs the production code path (the Grain pipelines, ``steps.jit_steps`` with a

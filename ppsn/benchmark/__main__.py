@@ -7,11 +7,11 @@ import json
 import sys
 
 from ppsn.benchmark import eval as eval_benchmark
-from ppsn.benchmark import distill, loop, pipeline, predict, train_step
+from ppsn.benchmark import complexity, distill, loop, pipeline, predict, train_step
 
 BENCHMARKS = {"pipeline": pipeline, "train_step": train_step, "loop": loop,
               "eval": eval_benchmark, "predict": predict,
-              "distill": distill}
+              "distill": distill, "complexity": complexity}
 
 
 def main(argv=None) -> int:
@@ -23,8 +23,9 @@ def main(argv=None) -> int:
     for module in BENCHMARKS.values():
         module.add_parser(sub)
     args = parser.parse_args(argv)
-    print(json.dumps(BENCHMARKS[args.command].run(args)))
-    return 0
+    from ppsn import cli
+
+    return cli.run(lambda: print(json.dumps(BENCHMARKS[args.command].run(args))))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ scaling, TenCrop on the host, then the exported model through ``--backend`` at
 340x256 mp4 (or ``--data``), after one warm-up video.
 
 Reports ``s_per_video`` and its host / model parts, and the same for ``--baseline`` (default:
-the XLA backend) with ``speedup_vs_baseline``.
+the XLA backend) with ``speedup_vs_baseline``. ``--baseline unfolded`` times the model on the
+same clip through the same backend and precision from an export without BatchNorm folding (``export
+--nofold_bn``), the two interleaved: medians and ``model_speedup_vs_baseline`` (of folding).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def add_parser(sub):
     r.add_argument("--data", default=None, help="a video file (default: a generated one)")
     r.add_argument("--baseline", default="xla",
                    help="backend[:precision] timed in the same run for speedup_vs_baseline, "
-                   "or 'none'")
+                   "'unfolded' (the same backend, BatchNorm not folded in model.jax) or 'none'")
     return r
 
 
@@ -57,6 +59,29 @@ def time_predict(model_dir, video, backend, precision, videos, threads) -> dict:
             "ms_per_view": round(model / videos / clip.shape[0] * 1e3, 2)}
 
 
+def time_unfolded(folded_dir, unfolded_dir, video, args) -> dict:
+    """The model time of one clip through both exports, interleaved (the order alternating
+    every repeat, ``args.videos`` repeats after a warm-up of each): medians, and their ratio."""
+    from ppsn.serve.predictor import Predictor
+
+    folded, unfolded = (Predictor(d, args.backend, args.precision, args.threads)
+                        for d in (folded_dir, unfolded_dir))
+    clip = folded.clip(video)[None]
+    times = {"folded": [], "unfolded": []}
+    for i in range(args.videos + 1):
+        pairs = [("folded", folded), ("unfolded", unfolded)]
+        for name, predictor in pairs if i % 2 else pairs[::-1]:
+            t0 = time.perf_counter()
+            predictor.scores(clip)
+            if i > 0:
+                times[name].append(time.perf_counter() - t0)
+    folded_s, unfolded_s = (float(np.median(times[k])) for k in ("folded", "unfolded"))
+    return {"baseline": f"{args.backend}:{args.precision} without BatchNorm folding",
+            "folded_model_s_per_video_median": round(folded_s, 3),
+            "baseline_model_s_per_video_median": round(unfolded_s, 3),
+            "model_speedup_vs_baseline": round(unfolded_s / folded_s, 3)}
+
+
 def run(args) -> dict:
     import jax
 
@@ -77,7 +102,12 @@ def run(args) -> dict:
                "views": args.num_seg * 10, "videos": args.videos,
                **time_predict(model_dir, video, args.backend, args.precision, args.videos,
                               args.threads)}
-        if args.baseline != "none":
+        if args.baseline == "unfolded":
+            base_dir = os.path.join(tmp, "inference_unfolded")
+            export_model(config, variables, base_dir, platforms=("cpu",), onnx=True,
+                         fold_bn=False)
+            out.update(time_unfolded(model_dir, base_dir, video, args))
+        elif args.baseline != "none":
             backend, _, precision = args.baseline.partition(":")
             base = time_predict(model_dir, video, backend, precision or "fp32", args.videos,
                                 args.threads)

@@ -215,6 +215,17 @@ class VideoFile:
     def num_frames(self) -> int:
         return len(self._pts)
 
+    @property
+    def fps(self) -> float:
+        """Frames per second: the stream's average rate, else the frames' timestamps' rate."""
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        if rate:
+            return float(rate)
+        span = (self._pts[-1] - self._pts[0]) * float(self._stream.time_base or 0)
+        if len(self._pts) < 2 or span <= 0:
+            raise DecodeError(self.name, "unknown frame rate")
+        return (len(self._pts) - 1) / span
+
     def _seek(self, pts: int):
         self._container.seek(pts, stream=self._stream, backward=True, any_frame=False)
         self._decoder = self._container.decode(self._stream)

@@ -69,7 +69,10 @@ class Conv(nn.Module):
 
 
 class ConvBN(nn.Module):
-    """Conv (no bias, symmetric (k-1)//2 padding) then BatchNorm, optionally ReLU."""
+    """Conv (no bias, symmetric (k-1)//2 padding) then BatchNorm, optionally ReLU.
+
+    ``fold_bn``: inference only, the BatchNorm folded into the convolution
+    (:func:`ppsn.models.fold.fold_variables`): the conv then a float32 ``bias``."""
 
     features: int
     kernel_size: int
@@ -77,11 +80,18 @@ class ConvBN(nn.Module):
     relu: bool = True
     dtype: Any = jnp.float32
     conv_impl: str = "auto"
+    fold_bn: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool):
         x = Conv(self.features, self.kernel_size, self.strides, self.dtype, self.conv_impl,
                  name="conv")(x)
+        if self.fold_bn:
+            if train:
+                raise ValueError("a model with fold_bn=True is for inference only")
+            bias = self.param("bias", initializers.zeros, (self.features,), jnp.float32)
+            x = x + bias.astype(self.dtype)
+            return nn.relu(x) if self.relu else x
         x = nn.BatchNorm(
             use_running_average=not train,
             momentum=plan.BN_MOMENTUM,
@@ -102,10 +112,12 @@ class BottleneckBlock(nn.Module):
     pooled_projection: bool
     dtype: Any = jnp.float32
     conv_impl: str = "auto"
+    fold_bn: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv_bn = functools.partial(ConvBN, dtype=self.dtype, conv_impl=self.conv_impl)
+        conv_bn = functools.partial(ConvBN, dtype=self.dtype, conv_impl=self.conv_impl,
+                                    fold_bn=self.fold_bn)
         y = conv_bn(self.width, 1, name="conv0")(x, train)
         y = conv_bn(self.width, 3, strides=self.strides, name="conv1")(y, train)
         y = conv_bn(self.width * 4, 1, relu=False, name="conv2")(y, train)
@@ -123,10 +135,12 @@ class BasicBlock(nn.Module):
     pooled_projection: bool
     dtype: Any = jnp.float32
     conv_impl: str = "auto"
+    fold_bn: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv_bn = functools.partial(ConvBN, dtype=self.dtype, conv_impl=self.conv_impl)
+        conv_bn = functools.partial(ConvBN, dtype=self.dtype, conv_impl=self.conv_impl,
+                                    fold_bn=self.fold_bn)
         y = conv_bn(self.width, 3, strides=self.strides, name="conv0")(x, train)
         y = conv_bn(self.width, 3, relu=False, name="conv1")(y, train)
         short = _shortcut(x, self.width, self.projection, self.pooled_projection,
@@ -154,11 +168,13 @@ class ResNetVd(nn.Module):
     depth: int = 50
     dtype: Any = jnp.float32
     conv_impl: str = "auto"  # see ppsn.models.conv
+    fold_bn: bool = False  # BatchNorm folded into the convolutions (inference only)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         x = x.astype(self.dtype)
-        conv_bn = functools.partial(ConvBN, dtype=self.dtype, conv_impl=self.conv_impl)
+        conv_bn = functools.partial(ConvBN, dtype=self.dtype, conv_impl=self.conv_impl,
+                                    fold_bn=self.fold_bn)
         for name, features, stride in plan.STEM:
             x = conv_bn(features, 3, strides=stride, name=name)(x, train)
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
@@ -166,5 +182,6 @@ class ResNetVd(nn.Module):
         for block in plan.blocks(self.depth):
             x = block_cls(width=block.width, strides=block.stride, projection=block.projection,
                           pooled_projection=block.pooled_projection, dtype=self.dtype,
-                          conv_impl=self.conv_impl, name=block.name)(x, train)
+                          conv_impl=self.conv_impl, fold_bn=self.fold_bn,
+                          name=block.name)(x, train)
         return x

@@ -33,9 +33,13 @@ class TSN(nn.Module):
     dropout_rate: float = 0.4
     dtype: Any = jnp.float32
     conv_impl: str = "auto"  # how convolutions are computed: see ppsn.models.conv
+    # BatchNorm folded into the convolutions (inference only; variables from
+    # ppsn.models.fold.fold_variables, without batch_stats)
+    fold_bn: bool = False
 
     def setup(self):
-        self.backbone = ResNetVd(depth=self.depth, dtype=self.dtype, conv_impl=self.conv_impl)
+        self.backbone = ResNetVd(depth=self.depth, dtype=self.dtype, conv_impl=self.conv_impl,
+                                 fold_bn=self.fold_bn)
         self.dropout = nn.Dropout(rate=self.dropout_rate)
         self.fc = nn.Dense(
             self.num_classes,

@@ -1,7 +1,8 @@
 """The eval graph of a TSN as an ONNX model, built directly from its variables.
 
 The graph is written with ``onnx.helper`` (no tracing): each conv-BN unit becomes one ``Conv``
-with the BatchNorm folded in (``W * g / sqrt(v + eps)``, ``b - m * g / sqrt(v + eps)``), ReLU,
+with the BatchNorm folded in (:func:`ppsn.models.fold.fold_conv_bn`, shared with the
+``jax.export`` model), ReLU,
 the stem's max pool, the ResNet-vd "D" shortcut pool (2x2, ceil mode, exclusive of padding: an
 ``AveragePool`` times a constant map of 4 / window size, exactly the Flax model's arithmetic), the
 spatial mean, the mean over the views of a clip, the fc layer and the softmax.
@@ -22,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ppsn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from ppsn.models import plan
+from ppsn.models import fold, plan
 
 OPSET = 17
 INPUT_KINDS = ("uint8", "normalized")
@@ -60,14 +61,11 @@ class _Graph:
 
 
 def _conv_bn(g, x, params, stats, relu, stride=1):
-    kernel = np.asarray(params["conv"]["kernel"], np.float64)  # [k, k, in, out]
+    kernel, bias = fold.fold_conv_bn(params["conv"]["kernel"], params["bn"], stats["bn"])
     k = kernel.shape[0]
-    scale = (np.asarray(params["bn"]["scale"], np.float64)
-             / np.sqrt(np.asarray(stats["bn"]["var"], np.float64) + plan.BN_EPSILON))
-    bias = np.asarray(params["bn"]["bias"], np.float64) - np.asarray(stats["bn"]["mean"]) * scale
-    weight = (kernel * scale).transpose(3, 2, 0, 1).astype(np.float32)  # [out, in, k, k]
+    weight = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))  # HWIO -> [out, in, k, k]
     pad = (k - 1) // 2
-    y = g.op("Conv", [x, g.const("w", weight), g.const("b", bias.astype(np.float32))],
+    y = g.op("Conv", [x, g.const("w", weight), g.const("b", bias)],
              kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4)
     return g.op("Relu", [y]) if relu else y
 

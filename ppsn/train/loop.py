@@ -198,7 +198,8 @@ def validate_and_keep_best(run: Run, progress: Progress, state, done: int) -> No
                               pipeline.loader_settings(run.config.data, **_plan_args(batch_bytes)),
                               log_every=run.config.log_interval)
     log.info(f"epoch:[{epoch:3d}/{run.config.num_epochs:<3d}] val loss: {val['loss']:.5f} "
-             f"top1: {val['top1']:.5f} top5: {val['top5']:.5f} ({val['count']} videos)")
+             f"top1: {val['top1']:.5f} top5: {val['top5']:.5f} "
+             f"mean_class_top1: {val['mean_class_top1']:.5f} ({val['count']} videos)")
     run.writer.scalars("val", val, done)
     progress.best_top1 = validation.keep_best(run.workdir, run.task, state, val,
                                               progress.best_top1, epoch, done)

@@ -125,7 +125,8 @@ def train_step(cfg: StepConfig, state: TrainState, batch, rng, constants=(), mes
 
 def eval_step(cfg: StepConfig, state: TrainState, batch) -> dict:
     """Sums over the real (``mask``) examples of the served model: loss (no smoothing), top1,
-    top5, count."""
+    top5, count, and per class (``[num_classes]``) ``class_top1`` and ``class_count`` (for
+    :func:`ppsn.evaluation.metrics.mean_class_from_sums`)."""
     task = cfg.task
     images = normalize(batch["frames"])
     logits = task.serving_model.apply(task.serving_variables(state.params, state.batch_stats),
@@ -133,8 +134,12 @@ def eval_step(cfg: StepConfig, state: TrainState, batch) -> dict:
     labels = jnp.maximum(batch["label"], 0)  # padding carries -1
     mask = batch["mask"].astype(jnp.float32)
     ce = losses.smoothed_cross_entropy(logits, labels, task.num_classes, 0.0)
+    top1 = losses.topk_correct(logits, labels, 1) * mask
+    per_class = jnp.zeros(task.num_classes, jnp.float32)
     return {"loss": jnp.sum(ce * mask),
-            "top1": jnp.sum(losses.topk_correct(logits, labels, 1) * mask),
+            "top1": jnp.sum(top1),
+            "class_top1": per_class.at[labels].add(top1),
+            "class_count": per_class.at[labels].add(mask),
             "top5": jnp.sum(losses.topk_correct(logits, labels, min(5, task.num_classes)) * mask),
             "count": jnp.sum(mask)}
 

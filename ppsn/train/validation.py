@@ -11,14 +11,15 @@ import jax
 
 from ppsn import checkpoint, parallel, paths
 from ppsn.data import pipeline
+from ppsn.evaluation import metrics
 
 log = logging.getLogger(__name__)
 
 
 def validate(eval_fn, state, source, spec, global_batch, mesh, loader=None,
              log_every: int = 0) -> dict:
-    """Loss / Top-1 / Top-5 over the whole source, each video counted exactly once;
-    ``log_every > 0`` logs progress (videos done / total) every that many batches."""
+    """Loss / Top-1 / Top-5 / mean class Top-1 over the whole source, each video counted
+    exactly once; ``log_every > 0`` logs progress (videos done / total) every that many batches."""
     local = parallel.check_batch_size(global_batch, mesh)
     ds = pipeline.eval_dataset(source, spec, local)
     totals = None
@@ -31,7 +32,10 @@ def validate(eval_fn, state, source, spec, global_batch, mesh, loader=None,
     totals = parallel.to_host(totals)
     count = max(float(totals["count"]), 1.0)
     return {"loss": float(totals["loss"]) / count, "top1": float(totals["top1"]) / count,
-            "top5": float(totals["top5"]) / count, "count": int(totals["count"])}
+            "top5": float(totals["top5"]) / count,
+            "mean_class_top1": metrics.mean_class_from_sums(totals["class_top1"],
+                                                            totals["class_count"]),
+            "count": int(totals["count"])}
 
 
 def best_top1(workdir: str) -> float:

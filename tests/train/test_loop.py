@@ -129,6 +129,10 @@ def test_toy_run_learns_keeps_the_best_model_and_logs(full_toy_dir, tmp_path):
     for field in ("loss:", "top1:", "top5:", "lr:", "batch_cost:", "reader_cost:", "ips:", "ETA:"):
         assert field in log
     assert "Already save the best model (top1 acc)" in log
+    val_lines = [line for line in log.splitlines() if " val loss: " in line]
+    best_mean_class = max(float(line.split("mean_class_top1: ")[1].split()[0])
+                          for line in val_lines)
+    assert 0.6 < best_mean_class <= 1.0, val_lines[-1]  # 8 val videos per class: ~Top-1
     variables, meta = checkpoint.load_variables(workdir / "best")
     assert meta["top1"] > 0.6, meta  # chance is 0.1; the full toy config (30 epochs) 0.94
     assert os.listdir(workdir / "tensorboard")

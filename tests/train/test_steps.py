@@ -97,6 +97,12 @@ def test_eval_step_sums_only_the_real_examples():
         for key in ("loss", "top1", "top5", "count"):
             np.testing.assert_allclose(float(got[key]), float(alone[key]), rtol=1e-5,
                                        err_msg=f"{key} with padded labels {label}")
+        for key in ("class_top1", "class_count"):  # mean class Top-1's per-class sums
+            np.testing.assert_allclose(got[key], alone[key], rtol=1e-5, err_msg=key)
+    # The per-class sums are those of the real rows, by their labels.
+    np.testing.assert_array_equal(alone["class_count"],
+                                  np.bincount(real["label"], minlength=10).astype(np.float32))
+    assert float(alone["class_top1"].sum()) == float(alone["top1"])
     # The mask, not the position, decides: unmasking a padded row changes the sums.
     opened = padded(0)
     opened["mask"][3] = True
