@@ -1,6 +1,7 @@
 """Export a trained model as a self-contained ``jax.export`` artifact for ``ppsn.predict``.
 
     python -m ppsn.export --config=configs/pptsn_k400_frames.py --weights=DIR --output=inference/ppTSN [--onnx]
+        [--int8 [--calibration_list=LIST] [--calibration_size=300]]
 
 Writes into ``--output``:
 
@@ -15,15 +16,22 @@ Writes into ``--output``:
 * ``model.onnx`` (with ``--onnx``): the same eval graph as an ONNX model (uint8 frames in,
   ``logits`` and ``scores`` out, symbolic batch), built from the variables by
   :mod:`ppsn.serve.onnx_graph`, for ``ppsn.predict --backend=onnxruntime|openvino``;
+* ``model_int8.xml`` / ``.bin`` (with ``--int8``, which implies ``--onnx``): the ONNX graph
+  quantized to int8 by NNCF after training (:mod:`ppsn.serve.quantize`, the stem kept in fp32),
+  calibrated on ``--calibration_size`` clips made as predict makes them from
+  ``--calibration_list`` (default: the config's training list; :mod:`ppsn.serve.calibration`),
+  for ``ppsn.predict --backend=openvino --precision=int8``;
 * ``inference.json``: what predict needs: ``num_seg``, ``views``, ``short_size``,
-  ``target_size``, ``sampling``, ``mean``/``std``, ``num_classes``.
+  ``target_size``, ``sampling``, ``mean``/``std``, ``num_classes``; with ``--int8``, ``int8``:
+  what it was calibrated on (list, its sha256, clips, nncf version, layers kept in fp32).
 
 Loading needs neither the model code nor the config: ``jax.export.deserialize`` + numpy.
 
 An existing ``--output`` is refused; ``--force`` replaces it only if it is an earlier export
 (it holds ``inference.json``), written beside it and renamed into place. Exit status
 (:mod:`ppsn.cli`): 0 exported, 2 with one line on stderr (weights that do not fit the config,
-a refused output, a missing ``onnx`` package).
+a refused output, a missing ``onnx`` / ``nncf`` package, a calibration list that is missing or
+cannot give ``--calibration_size`` clips).
 """
 
 from __future__ import annotations
