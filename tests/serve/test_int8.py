@@ -185,3 +185,22 @@ def test_r50_fixture_int8_logits_stay_close_to_paddle_fp32(decompressed, pptsn_f
     record_property("int8_max_logit_diff", float(diff.max()))
     assert diff.max() < 0.25 and diff.mean() < 0.06, (diff.max(), diff.mean())
     assert int8.argmax(-1)[0] == fp32.argmax(-1)[0]  # margin 0.073 (the other one: 0.023)
+
+
+def test_predict_benchmark_times_int8_against_several_baselines():
+    import argparse
+
+    from ppsn.benchmark import predict as bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["predict", "--precision", "int8", "--depth", "18", "--num_seg", "1",
+                              "--videos", "1", "--calibration_size", "1",
+                              "--baseline", "openvino:fp32,onnxruntime"])
+    out = bench.run(args)
+    assert (out["backend"], out["precision"], out["views"]) == ("openvino", "int8", 10)
+    assert out["baseline"] == "openvino:fp32" and out["s_per_video"] > 0
+    assert out["speedup_vs_baseline"] == round(out["baseline_s_per_video"] / out["s_per_video"], 2)
+    (other,) = out["other_baselines"]
+    assert (other["backend"], other["precision"]) == ("onnxruntime", "fp32")
+    assert other["speedup_vs_baseline"] == round(other["s_per_video"] / out["s_per_video"], 2)
