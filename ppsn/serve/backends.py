@@ -10,8 +10,10 @@ Every backend maps uint8 clips ``[n, views, size, size, 3]`` to float32 class pr
   is refused otherwise rather than silently run in fp32), or ``model_int8.xml`` (``export
   --int8``: int8 convolutions, the rest in fp32).
 
-int8 is OpenVINO only: ONNX Runtime's QDQ path, measured on the same NNCF-quantized R50, was
-slower than OpenVINO fp32 (README, CPU serving), so it is refused with one line.
+int8 is OpenVINO only: ONNX Runtime on NNCF's QDQ graph of the same R50 took 1.55x OpenVINO
+int8's time (10 views, median of 3 paired runs; README, CPU serving), and NNCF's ONNX-backend
+calibration held every activation in memory (killed at 15.8 GB for 100 views at 224), so it is
+refused with one line.
 
 ONNX Runtime and OpenVINO are optional (``pip install 'ppsn[serve]'``); a missing one is a
 :class:`MissingRuntime` whose message names the extra.
