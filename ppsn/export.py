@@ -1,6 +1,7 @@
 """Export a trained model as a self-contained ``jax.export`` artifact for ``ppsn.predict``.
 
     python -m ppsn.export --config=configs/pptsn_k400_frames.py --weights=DIR --output=inference/ppTSN [--onnx]
+        [--int8 [--calibration_list=LIST] [--calibration_size=300]]
 
 Writes into ``--output``:
 
@@ -17,15 +18,22 @@ Writes into ``--output``:
 * ``model.onnx`` (with ``--onnx``): the same eval graph as an ONNX model (uint8 frames in,
   ``logits`` and ``scores`` out, symbolic batch), built from the variables by
   :mod:`ppsn.serve.onnx_graph`, for ``ppsn.predict --backend=onnxruntime|openvino``;
+* ``model_int8.xml`` / ``.bin`` (with ``--int8``, which implies ``--onnx``): the ONNX graph
+  quantized to int8 by NNCF after training (:mod:`ppsn.serve.quantize`, the stem kept in fp32),
+  calibrated on ``--calibration_size`` clips made as predict makes them from
+  ``--calibration_list`` (default: the config's training list; :mod:`ppsn.serve.calibration`),
+  for ``ppsn.predict --backend=openvino --precision=int8``;
 * ``inference.json``: what predict needs: ``num_seg``, ``views``, ``short_size``,
-  ``target_size``, ``sampling``, ``mean``/``std``, ``num_classes``.
+  ``target_size``, ``sampling``, ``mean``/``std``, ``num_classes``; with ``--int8``, ``int8``:
+  what it was calibrated on (list, its sha256, clips, nncf version, layers kept in fp32).
 
 Loading needs neither the model code nor the config: ``jax.export.deserialize`` + numpy.
 
 An existing ``--output`` is refused; ``--force`` replaces it only if it is an earlier export
 (it holds ``inference.json``), written beside it and renamed into place. Exit status
 (:mod:`ppsn.cli`): 0 exported, 2 with one line on stderr (weights that do not fit the config,
-a refused output, a missing ``onnx`` package).
+a refused output, a missing ``onnx`` / ``nncf`` package, a calibration list that is missing or
+cannot give ``--calibration_size`` clips).
 """
 
 from __future__ import annotations
@@ -76,12 +84,38 @@ def lower(fn, args, platforms):
         raise LoweringError("cannot lower the model for " + "; ".join(failures)) from error
 
 
+def clip_meta(config) -> dict:
+    """How predict makes the clips of this config's export (test mode: sampling, TenCrop)."""
+    from ppsn.data import pipeline
+
+    spec = pipeline.clip_spec(config.data, "test")
+    return {"num_seg": spec.num_seg, "views": spec.views, "short_size": spec.short_size,
+            "target_size": spec.target_size, "sampling": spec.sampling or "test"}
+
+
+def _quantize(onnx_model, calibration) -> tuple:
+    """The int8 OpenVINO model and what it was calibrated on (``inference.json``'s ``int8``)."""
+    import sys
+
+    from ppsn.serve import quantize
+
+    print(f"int8: calibrating on {len(calibration)} clips from {calibration.list_file}",
+          file=sys.stderr, flush=True)
+    model = quantize.quantize(onnx_model, calibration)
+    return model, {"file": quantize.INT8_FILE, **calibration.record(), "nncf": quantize.version(),
+                   "method": "NNCF post-training quantization (MIXED preset, fast bias "
+                   "correction)", "kept_fp32": list(quantize.DEFAULT_KEEP)}
+
+
 def export_model(config, variables, output: str, platforms=PLATFORMS,
-                 onnx: bool = False, force: bool = False, fold_bn: bool = True) -> dict:
+                 onnx: bool = False, force: bool = False, fold_bn: bool = True,
+                 calibration=None) -> dict:
     """Write the export to ``output``: a new directory, or with ``force`` the replacement of an
     earlier export (it holds ``inference.json``; nothing else is ever replaced), written beside
     it and renamed into place, so a failed export leaves the old one as it was. ``fold_bn``:
-    ``model.jax`` runs the TSN with each BatchNorm folded into its convolution."""
+    ``model.jax`` runs the TSN with each BatchNorm folded into its convolution. With
+    ``calibration`` (:class:`ppsn.serve.calibration.CalibrationClips`) it also writes the int8
+    OpenVINO model (and model.onnx, which it is made from)."""
     from ppsn import backend, checkpoint, paths
     from ppsn.data import pipeline
     from ppsn.models import TSN, fold
@@ -116,31 +150,58 @@ def export_model(config, variables, output: str, platforms=PLATFORMS,
     args = ([jax.ShapeDtypeStruct(np.shape(x), jnp.float32) for x in leaves],
             jax.ShapeDtypeStruct((n, spec.views, spec.target_size, spec.target_size, 3), jnp.uint8))
     exported = lower(infer, args, platforms)
-    onnx_model = None
+    onnx_model = int8_model = None
+    onnx = onnx or calibration is not None
     if onnx:  # built before anything is written: a missing 'onnx' package fails cleanly
         from ppsn.serve import onnx_graph
 
         onnx_model = onnx_graph.build(jax.tree.map(np.asarray, variables), config.model.depth,
                                       spec.views, spec.target_size, spec.target_size, "uint8")
-    meta = {"num_seg": spec.num_seg, "views": spec.views, "short_size": spec.short_size,
-            "target_size": spec.target_size, "sampling": spec.sampling or "test",
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+    meta = {**clip_meta(config), "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
             "num_classes": config.model.num_classes, "depth": config.model.depth,
             "input": "uint8 [n, views, target_size, target_size, 3], TenCrop order",
             "platforms": list(exported.platforms),
             "conv_impl": {p: impls[p] for p in exported.platforms}, "fold_bn": fold_bn,
             "onnx": ONNX_FILE if onnx_model is not None else None}
+    if calibration is not None:
+        int8_model, meta["int8"] = _quantize(onnx_model, calibration)
     with checkpoint.replacing(output, force=force, marker=META_FILE,
                               kind="ppsn export") as tmp:
         out = paths.path(tmp)  # local, or in a bucket (files written whole, inference.json last)
         if onnx_model is not None:
             with (out / ONNX_FILE).open("wb") as f:
                 onnx_graph.save(onnx_model, f)
+        if int8_model is not None:
+            from ppsn.serve import quantize
+
+            quantize.save(int8_model, out)
         (out / MODEL_FILE).write_bytes(exported.serialize())
         with (out / WEIGHTS_FILE).open("wb") as f:
             np.savez(f, **{f"w{i:04d}": np.asarray(x, np.float32) for i, x in enumerate(leaves)})
         (out / META_FILE).write_text(json.dumps(meta, indent=2))
     return meta
+
+
+def _calibration(config, FLAGS):
+    """``--int8``'s calibration clips (``--calibration_list``, by default the config's training
+    list), checked before anything is lowered; None without ``--int8``."""
+    from ppsn.serve import calibration, quantize
+
+    if not FLAGS.int8:
+        if FLAGS.calibration_list:
+            raise calibration.CalibrationError("--calibration_list is for --int8 exports")
+        return None
+    quantize.version()  # a missing nncf / openvino: one line, now
+    data, list_file, fmt = config.data, FLAGS.calibration_list, None
+    if not list_file:
+        if data.source != "list":
+            raise calibration.CalibrationError(
+                f"--int8: the config's training data is not a list file (data.source="
+                f"{data.source}); give --calibration_list=LIST of your videos")
+        list_file, fmt = data.train_list, data.format
+    records = calibration.read_records(list_file, fmt, data.data_prefix, config.model.num_classes)
+    return calibration.CalibrationClips(clip_meta(config), records, FLAGS.calibration_size,
+                                        list_file)
 
 
 def run(argv) -> int:
@@ -160,12 +221,14 @@ def run(argv) -> int:
                                       output=FLAGS.output, force=FLAGS.force).weights
     what = meta["path"]
     try:
+        calibration = _calibration(config, FLAGS)  # a bad list is refused before lowering
         meta = export_model(config, variables, FLAGS.output, FLAGS.platforms,
-                            onnx=FLAGS.onnx, force=FLAGS.force, fold_bn=FLAGS.fold_bn)
+                            onnx=FLAGS.onnx, force=FLAGS.force, fold_bn=FLAGS.fold_bn,
+                            calibration=calibration)
     except (ImportError, LoweringError) as e:
         raise cli.UserError(str(e)) from None
     print(f"exported {what} to {FLAGS.output} ({', '.join(meta['platforms'])}"
-          f"{', onnx' if meta['onnx'] else ''}; "
+          f"{', onnx' if meta['onnx'] else ''}{', int8' if 'int8' in meta else ''}; "
           f"{meta['views']} views of {meta['target_size']}x{meta['target_size']})")
     return cli.OK
 
@@ -191,6 +254,13 @@ if __name__ == "__main__":
                       "openvino backends (needs pip install 'ppsn[serve]')")
     flags.DEFINE_bool("fold_bn", True, "fold each BatchNorm into its convolution in model.jax "
                       "(--nofold_bn: apply the statistics as separate passes)")
+    flags.DEFINE_bool("int8", False, "also write model_int8.xml: the model quantized to int8 "
+                      "(NNCF post-training, for predict --backend=openvino --precision=int8; "
+                      "implies --onnx)")
+    flags.DEFINE_string("calibration_list", None, "with --int8: a PaddleVideo list of videos "
+                        "(or frame folders) to calibrate on (default: the config's train_list)")
+    flags.DEFINE_integer("calibration_size", 300, "with --int8: calibration clips (one per "
+                         "video, made as predict makes them); a list giving fewer is refused")
     flags.DEFINE_bool("force", False, "replace an existing --output if it is an earlier export "
                       "(anything else is never replaced)")
     flags.mark_flags_as_required(["config", "weights"])

@@ -2,7 +2,8 @@
 
     python -m ppsn.predict --input_file=video.avi --model_dir=inference/ppTSN
         [--label_list=FILE] [--top_k=5] [--backend=xla|onnxruntime|openvino]
-        [--precision=fp32|bf16] [--threads=N]
+        [--precision=fp32|bf16|int8] [--threads=N]
+    python -m ppsn.predict --test_list=LIST --model_dir=... [--compare=backend:precision]
 
 ``--input_file`` may be repeated or name a directory (its video files are taken in name
 order). Each video is decoded with PyAV, sampled and TenCropped exactly as the test mode does,
@@ -10,7 +11,9 @@ and scored by the exported artifact through ``--backend`` (XLA by default; ONNX 
 OpenVINO for fast CPU serving, OpenVINO also in bf16); the model code and config are not
 needed. A file that is
 missing, unreadable or corrupt, or a directory without video files, gets a one-line error and
-the others still run. Exit status (:mod:`ppsn.cli`): 0 every video classified; 1 some inputs
+the others still run. ``--test_list`` prints the TenCrop Top-1 over a PaddleVideo list
+instead (:mod:`ppsn.serve.list_top1`; ``--compare`` scores the same clips a second way and
+prints the top-1 agreement). Exit status (:mod:`ppsn.cli`): 0 every video classified; 1 some inputs
 failed, the others were classified; 2 nothing was classified (a usage error, a model or label
 list that cannot be used, or inputs holding no video at all).
 
@@ -56,16 +59,23 @@ def _inputs(paths):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ppsn.predict",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input_file", action="append", required=True,
+    parser.add_argument("--input_file", action="append",
                         help="a video file or a directory of videos (repeatable)")
+    parser.add_argument("--test_list", default=None, help="instead of --input_file: the "
+                        "TenCrop Top-1 over this PaddleVideo list (videos or frame folders)")
+    parser.add_argument("--data_prefix", default=None, help="prefix of --test_list's relative "
+                        "paths (default: the list's folder)")
+    parser.add_argument("--compare", default=None, help="with --test_list: backend[:precision] "
+                        "scored on the same clips, e.g. openvino:fp32 (top-1 agreement)")
     parser.add_argument("--model_dir", default="inference/ppTSN")
     parser.add_argument("--label_list", default=None, help="'id name' per line")
     parser.add_argument("--top_k", type=int, default=1)
     parser.add_argument("--backend", default="xla", choices=("xla", "onnxruntime", "openvino"),
                         help="xla: the jax.export artifact; onnxruntime / openvino: model.onnx "
                         "(export with --onnx; pip install 'ppsn[serve]')")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
-                        help="bf16: openvino on a CPU with AVX512-BF16 or AMX")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"),
+                        help="bf16: openvino on a CPU with AVX512-BF16 or AMX; int8: openvino, "
+                        "on an export made with --int8")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
     parser.add_argument("--timeline", default=None,
                         help="OUT.json: scores of consecutive windows of one video (and OUT.png)")
@@ -73,6 +83,8 @@ def main(argv=None) -> int:
     parser.add_argument("--stride_seconds", type=float, default=None,
                         help="time between window starts (default: --window_seconds)")
     args = parser.parse_args(argv)
+    if bool(args.input_file) == bool(args.test_list):
+        parser.error("give --input_file or --test_list (one of them)")
     if args.timeline or args.window_seconds or args.stride_seconds:
         return cli.run(_timeline, args)
 
@@ -88,6 +100,10 @@ def main(argv=None) -> int:
     except (MissingRuntime, BackendError, cli.UserError) as e:
         print(cli.one_line(e), file=sys.stderr)
         return cli.USAGE
+    if args.test_list:
+        from ppsn.serve import list_top1
+
+        return list_top1.run(args, predictor)
     from ppsn.data.labels import read_label_names
 
     num_classes = predictor.meta["num_classes"]

@@ -4,7 +4,11 @@ scaling, TenCrop on the host, then the exported model through ``--backend`` at
 340x256 mp4 (or ``--data``), after one warm-up video.
 
 Reports ``s_per_video`` and its host / model parts, and the same for ``--baseline`` (default:
-the XLA backend) with ``speedup_vs_baseline``. ``--baseline unfolded`` times the model on the
+the XLA backend) with ``speedup_vs_baseline``; ``--baseline`` may list several runners
+(``openvino:bf16,openvino:fp32``): the first fills the ``baseline*`` fields, the others
+``other_baselines``. An int8 runner (``--precision=int8`` or in ``--baseline``) exports the model
+with ``--int8`` first, calibrated on ``--calibration_size`` copies of the benchmark video (the
+calibration's content does not change the timing). ``--baseline unfolded`` times the model on the
 same clip through the same backend and precision from an export without BatchNorm folding (``export
 --nofold_bn``), the two interleaved: medians and ``model_speedup_vs_baseline`` (of folding).
 """
@@ -24,15 +28,18 @@ def add_parser(sub):
     r = sub.add_parser("predict", help="ppsn.predict time per video file (decode + TenCrop + "
                        "model) through a serving backend")
     r.add_argument("--backend", choices=("xla", "onnxruntime", "openvino"), default="openvino")
-    r.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    r.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32")
     r.add_argument("--depth", type=int, default=50)
     r.add_argument("--num_seg", type=int, default=25)
     r.add_argument("--videos", type=int, default=2)
     r.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
     r.add_argument("--data", default=None, help="a video file (default: a generated one)")
     r.add_argument("--baseline", default="xla",
-                   help="backend[:precision] timed in the same run for speedup_vs_baseline, "
-                   "'unfolded' (the same backend, BatchNorm not folded in model.jax) or 'none'")
+                   help="backend[:precision][,...] timed in the same run for "
+                   "speedup_vs_baseline, 'unfolded' (the same backend, BatchNorm not folded in "
+                   "model.jax) or 'none'")
+    r.add_argument("--calibration_size", type=int, default=4,
+                   help="int8: calibration clips (copies of the benchmark video)")
     return r
 
 
@@ -97,7 +104,11 @@ def run(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         video = args.data or timing.benchmark_video(tmp, "videos")
         model_dir = os.path.join(tmp, "inference")
-        export_model(config, variables, model_dir, platforms=("cpu",), onnx=True)
+        baselines = [] if args.baseline in ("none", "unfolded") else [
+            (b.partition(":")[0], b.partition(":")[2] or "fp32") for b in args.baseline.split(",")]
+        int8 = "int8" in [args.precision] + [p for _, p in baselines]
+        export_model(config, variables, model_dir, platforms=("cpu",), onnx=True,
+                     calibration=_calibration(tmp, video, config, args) if int8 else None)
         out = {"benchmark": "predict", "depth": args.depth, "num_seg": args.num_seg,
                "views": args.num_seg * 10, "videos": args.videos,
                **time_predict(model_dir, video, args.backend, args.precision, args.videos,
@@ -107,11 +118,28 @@ def run(args) -> dict:
             export_model(config, variables, base_dir, platforms=("cpu",), onnx=True,
                          fold_bn=False)
             out.update(time_unfolded(model_dir, base_dir, video, args))
-        elif args.baseline != "none":
-            backend, _, precision = args.baseline.partition(":")
-            base = time_predict(model_dir, video, backend, precision or "fp32", args.videos,
-                                args.threads)
-            out["baseline"] = f"{base['backend']}:{base['precision']}"
-            out["baseline_s_per_video"] = base["s_per_video"]
-            out["speedup_vs_baseline"] = round(base["s_per_video"] / out["s_per_video"], 2)
+            baselines = []
+        for i, (backend, precision) in enumerate(baselines):
+            base = time_predict(model_dir, video, backend, precision, args.videos, args.threads)
+            speedup = round(base["s_per_video"] / out["s_per_video"], 2)
+            if i == 0:
+                out["baseline"] = f"{base['backend']}:{base['precision']}"
+                out["baseline_s_per_video"] = base["s_per_video"]
+                out["speedup_vs_baseline"] = speedup
+            else:
+                out.setdefault("other_baselines", []).append(
+                    {**base, "speedup_vs_baseline": speedup})
     return out
+
+
+def _calibration(tmp, video, config, args):
+    """``--calibration_size`` copies of the benchmark video, as int8 calibration clips."""
+    from ppsn.export import clip_meta
+    from ppsn.serve import calibration
+
+    list_file = os.path.join(tmp, "calibration.list")
+    with open(list_file, "w") as f:
+        f.writelines(f"{video} 0\n" for _ in range(args.calibration_size))
+    records = calibration.read_records(list_file, "videos", "", config.model.num_classes)
+    return calibration.CalibrationClips(clip_meta(config), records, args.calibration_size,
+                                        list_file)

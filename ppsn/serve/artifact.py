@@ -1,7 +1,8 @@
 """The files of an exported model directory (``python -m ppsn.export``), for writer and readers.
 
 ``model.jax`` (the serialized ``jax.export`` artifact), ``weights.npz`` (its weights, in the
-order it takes them), ``model.onnx`` (with ``--onnx``) and ``inference.json`` (what predict
+order it takes them), ``model.onnx`` (with ``--onnx``), ``model_int8.xml`` / ``.bin`` (with
+``--int8``) and ``inference.json`` (what predict
 needs: sampling, sizes, mean/std, classes). No jax here: serving hosts read it too.
 """
 
@@ -14,6 +15,8 @@ MODEL_FILE = "model.jax"
 WEIGHTS_FILE = "weights.npz"
 META_FILE = "inference.json"
 ONNX_FILE = "model.onnx"
+INT8_FILE = "model_int8.xml"  # OpenVINO IR of the int8 model (with --int8), weights in .bin
+INT8_WEIGHTS = "model_int8.bin"
 
 
 def read_meta(model_dir: str) -> dict:
@@ -37,7 +40,7 @@ def local_copy(model_dir: str) -> str:
         raise FileNotFoundError(2, "No such file or directory", f"{model_dir}/{META_FILE}")
     local = tempfile.mkdtemp(prefix="ppsn-model-")
     atexit.register(shutil.rmtree, local, ignore_errors=True)
-    for name in (META_FILE, MODEL_FILE, WEIGHTS_FILE, ONNX_FILE):
+    for name in (META_FILE, MODEL_FILE, WEIGHTS_FILE, ONNX_FILE, INT8_FILE, INT8_WEIGHTS):
         if (source / name).exists():
             with open(os.path.join(local, name), "wb") as f:
                 f.write((source / name).read_bytes())

@@ -7,7 +7,13 @@ Every backend maps uint8 clips ``[n, views, size, size, 3]`` to float32 class pr
 * ``onnxruntime``: ``model.onnx`` on ONNX Runtime's CPU provider, fp32;
 * ``openvino``: ``model.onnx`` compiled by OpenVINO for the CPU, fp32 or bf16 (its
   ``INFERENCE_PRECISION_HINT``, with the stem kept in fp32; bf16 needs AVX512-BF16 or AMX, and
-  is refused otherwise rather than silently run in fp32).
+  is refused otherwise rather than silently run in fp32), or ``model_int8.xml`` (``export
+  --int8``: int8 convolutions, the rest in fp32).
+
+int8 is OpenVINO only: ONNX Runtime on NNCF's QDQ graph of the same R50 took 1.55x OpenVINO
+int8's time (10 views, median of 3 paired runs; README, CPU serving), and NNCF's ONNX-backend
+calibration held every activation in memory (killed at 15.8 GB for 100 views at 224), so it is
+refused with one line.
 
 ONNX Runtime and OpenVINO are optional (``pip install 'ppsn[serve]'``); a missing one is a
 :class:`MissingRuntime` whose message names the extra.
@@ -20,10 +26,10 @@ import os
 import numpy as np
 
 from ppsn.serve import onnx_graph
-from ppsn.serve.artifact import MODEL_FILE, ONNX_FILE, WEIGHTS_FILE
+from ppsn.serve.artifact import INT8_FILE, MODEL_FILE, ONNX_FILE, WEIGHTS_FILE
 
 BACKENDS = ("xla", "onnxruntime", "openvino")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
 class MissingRuntime(ImportError):
@@ -56,8 +62,8 @@ def _onnx_path(model_dir: str, backend: str) -> str:
 class XlaBackend:
     def __init__(self, model_dir: str, precision: str):
         if precision != "fp32":
-            raise BackendError("--backend=xla runs the exported fp32 model; for bf16 on a CPU "
-                               "use --backend=openvino --precision=bf16")
+            raise BackendError(f"--backend=xla runs the exported fp32 model; for {precision} on "
+                               f"a CPU use --backend=openvino --precision={precision}")
         from jax import export
 
         with open(os.path.join(model_dir, MODEL_FILE), "rb") as f:
@@ -72,8 +78,8 @@ class XlaBackend:
 class OnnxRuntimeBackend:
     def __init__(self, model_dir: str, precision: str, threads: int = 0):
         if precision != "fp32":
-            raise BackendError("--backend=onnxruntime runs fp32 only; for bf16 use "
-                               "--backend=openvino --precision=bf16")
+            raise BackendError(f"--backend=onnxruntime runs fp32 only; {precision} is OpenVINO "
+                               f"only: use --backend=openvino --precision={precision}")
         ort = _import("onnxruntime", "onnxruntime")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -93,8 +99,18 @@ class OpenVinoBackend:
     bf16 after an fp32 stem by 0.103 (case A) / 0.045 (case B), keeping every fp32 top-1)."""
 
     def __init__(self, model_dir: str, precision: str, threads: int = 0, output="scores"):
+        if precision == "int8":
+            self._build_int8(_int8_path(model_dir), threads, output)
+            return
         onnx = _import("onnx", "openvino")
         self._build(onnx.load(_onnx_path(model_dir, "openvino")), precision, threads, output)
+
+    def _build_int8(self, path, threads, output):
+        """The NNCF-quantized IR: int8 where it has FakeQuantize nodes, fp32 elsewhere."""
+        ov = _import("openvino", "openvino")
+        core = ov.Core()
+        self.stages = [self._compile(ov, core, core.read_model(path), ov.Type.f32, threads)]
+        self.output = self.stages[-1].output(output)
 
     @classmethod
     def from_onnx(cls, model, precision: str, threads: int = 0, output="scores"):
@@ -136,6 +152,14 @@ class OpenVinoBackend:
             return np.asarray(self.stages[0]({"frames": np.ascontiguousarray(clips)})[self.output])
         stem = self.stages[0]({"frames": np.ascontiguousarray(clips)})[0]
         return np.asarray(self.stages[1]({onnx_graph.STEM: stem})[self.output])
+
+
+def _int8_path(model_dir: str) -> str:
+    path = os.path.join(model_dir, INT8_FILE)
+    if not os.path.exists(path):
+        raise BackendError(f"{model_dir} has no {INT8_FILE}, which --precision=int8 needs: "
+                           "export again with python -m ppsn.export ... --int8")
+    return path
 
 
 def load(model_dir: str, backend: str = "xla", precision: str = "fp32", threads: int = 0):

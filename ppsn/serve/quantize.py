@@ -1,0 +1,78 @@
+"""int8 post-training quantization of the exported eval graph with OpenVINO's NNCF.
+
+``nncf.quantize`` on the OpenVINO model read from the ONNX graph (:mod:`ppsn.serve.onnx_graph`):
+activation ranges are measured on calibration clips (:mod:`ppsn.serve.calibration`), weights
+quantized per output channel, FakeQuantize nodes inserted before the convolutions, then the
+biases corrected (NNCF's fast bias correction). ``keep`` names the parts left in fp32
+(an NNCF ignored scope): ``stem`` (the three stem convolutions) and ``fc`` (the classifier).
+The result is an OpenVINO IR (``model_int8.xml`` + ``.bin``) that OpenVINO runs with int8
+convolutions (VNNI where the CPU has it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+from ppsn.serve import onnx_graph
+from ppsn.serve.artifact import INT8_FILE, INT8_WEIGHTS
+
+PARTS = ("stem", "fc")
+DEFAULT_KEEP = ("stem",)  # see quantize(): measured on the R50 fixture and the toy
+
+
+def _import_nncf():
+    try:
+        import nncf
+        import openvino
+    except ImportError:
+        raise ImportError("--int8 needs the 'nncf' and 'openvino' packages: "
+                          "pip install 'ppsn[serve]' (or pip install -e '.[serve]')") from None
+    return nncf, openvino
+
+
+def kept_layers(onnx_model, keep) -> list[str]:
+    """OpenVINO names of the matrix products (convolutions, fc) that ``keep`` leaves in fp32."""
+    unknown = sorted(set(keep) - set(PARTS))
+    if unknown:
+        raise ValueError(f"cannot keep {unknown} in fp32: choose among {', '.join(PARTS)}")
+    names, in_stem = [], True
+    for node in onnx_model.graph.node:
+        if node.op_type == "Conv" and in_stem and "stem" in keep:
+            names.append(node.name)
+        if node.op_type == "Gemm" and "fc" in keep:
+            names.append(node.name)
+        in_stem = in_stem and onnx_graph.STEM not in node.output
+    # OpenVINO splits Conv / Gemm + bias into the product '<name>/WithoutBiases' and an Add.
+    return [f"{name}/WithoutBiases" for name in names]
+
+
+def quantize(onnx_model, clips, keep=DEFAULT_KEEP):
+    """The int8 ``openvino.Model`` of ``onnx_model`` calibrated on ``clips`` (an iterable with
+    ``len``, of uint8 clips ``[1, views, size, size, 3]``)."""
+    nncf, ov = _import_nncf()
+    nncf.set_log_level(logging.WARNING)  # not a line per layer left unquantized
+    model = ov.Core().read_model(onnx_model.SerializeToString())
+    ignored = nncf.IgnoredScope(names=kept_layers(onnx_model, keep))
+    return nncf.quantize(model, nncf.Dataset(clips, lambda clip: {"frames": clip}),
+                         preset=nncf.QuantizationPreset.MIXED, subset_size=len(clips),
+                         ignored_scope=ignored)
+
+
+def save(model, out) -> None:
+    """Writes ``model_int8.xml`` / ``.bin`` into ``out`` (an ``etils.epath.Path``: local or in
+    a bucket); the layers kept in fp32 keep fp32 weights (no fp16 compression)."""
+    import tempfile
+
+    _, ov = _import_nncf()
+    with tempfile.TemporaryDirectory() as local:  # OpenVINO writes local files only
+        ov.save_model(model, os.path.join(local, INT8_FILE), compress_to_fp16=False)
+        for name in (INT8_FILE, INT8_WEIGHTS):
+            with open(os.path.join(local, name), "rb") as f, (out / name).open("wb") as g:
+                shutil.copyfileobj(f, g)
+
+
+def version() -> str:
+    nncf, _ = _import_nncf()
+    return nncf.__version__
