@@ -69,7 +69,9 @@ class Conv(nn.Module):
 
 
 class ConvBN(nn.Module):
-    """Conv (no bias, symmetric (k-1)//2 padding) then BatchNorm, optionally ReLU."""
+    """Conv (no bias, symmetric (k-1)//2 padding) then BatchNorm, optionally ReLU.
+    ``bn_axis_name``: the mapped axes whose devices share training statistics (None: each
+    call's own batch)."""
 
     features: int
     kernel_size: int
@@ -77,6 +79,7 @@ class ConvBN(nn.Module):
     relu: bool = True
     dtype: Any = jnp.float32
     conv_impl: str = "auto"
+    bn_axis_name: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -88,6 +91,7 @@ class ConvBN(nn.Module):
             epsilon=plan.BN_EPSILON,
             dtype=self.dtype,
             param_dtype=jnp.float32,
+            axis_name=self.bn_axis_name,
             name="bn",
         )(x)
         return nn.relu(x) if self.relu else x
@@ -102,10 +106,12 @@ class BottleneckBlock(nn.Module):
     pooled_projection: bool
     dtype: Any = jnp.float32
     conv_impl: str = "auto"
+    bn_axis_name: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv_bn = functools.partial(ConvBN, dtype=self.dtype, conv_impl=self.conv_impl)
+        conv_bn = functools.partial(ConvBN, dtype=self.dtype, conv_impl=self.conv_impl,
+                                    bn_axis_name=self.bn_axis_name)
         y = conv_bn(self.width, 1, name="conv0")(x, train)
         y = conv_bn(self.width, 3, strides=self.strides, name="conv1")(y, train)
         y = conv_bn(self.width * 4, 1, relu=False, name="conv2")(y, train)
@@ -123,10 +129,12 @@ class BasicBlock(nn.Module):
     pooled_projection: bool
     dtype: Any = jnp.float32
     conv_impl: str = "auto"
+    bn_axis_name: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv_bn = functools.partial(ConvBN, dtype=self.dtype, conv_impl=self.conv_impl)
+        conv_bn = functools.partial(ConvBN, dtype=self.dtype, conv_impl=self.conv_impl,
+                                    bn_axis_name=self.bn_axis_name)
         y = conv_bn(self.width, 3, strides=self.strides, name="conv0")(x, train)
         y = conv_bn(self.width, 3, relu=False, name="conv1")(y, train)
         short = _shortcut(x, self.width, self.projection, self.pooled_projection,
@@ -154,11 +162,13 @@ class ResNetVd(nn.Module):
     depth: int = 50
     dtype: Any = jnp.float32
     conv_impl: str = "auto"  # see ppsn.models.conv
+    bn_axis_name: Any = None  # see ConvBN
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         x = x.astype(self.dtype)
-        conv_bn = functools.partial(ConvBN, dtype=self.dtype, conv_impl=self.conv_impl)
+        conv_bn = functools.partial(ConvBN, dtype=self.dtype, conv_impl=self.conv_impl,
+                                    bn_axis_name=self.bn_axis_name)
         for name, features, stride in plan.STEM:
             x = conv_bn(features, 3, strides=stride, name=name)(x, train)
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
@@ -166,5 +176,6 @@ class ResNetVd(nn.Module):
         for block in plan.blocks(self.depth):
             x = block_cls(width=block.width, strides=block.stride, projection=block.projection,
                           pooled_projection=block.pooled_projection, dtype=self.dtype,
-                          conv_impl=self.conv_impl, name=block.name)(x, train)
+                          conv_impl=self.conv_impl, bn_axis_name=self.bn_axis_name,
+                          name=block.name)(x, train)
         return x
