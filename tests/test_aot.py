@@ -16,6 +16,7 @@ import sys
 
 import pytest
 
+from ppsn.benchmark import hlo
 from tests.conftest import REPO_ROOT
 
 FIELDS = ("topology", "chips", "hosts", "per_chip_batch", "hbm_bytes_per_chip",
@@ -97,3 +98,20 @@ def test_toy_train_step_compiles_for_8_h100_in_bf16():
     assert result["flops_source"].startswith("XLA's count")
     reduces = _all_reduces(result)
     assert set(reduces) == {"f32"}, reduces
+
+
+def test_collectives_are_read_by_kind_and_dtype_from_hlo_text():
+    text = """
+  %all-reduce = bf16[8,8]{1,0} all-reduce(%dot), channel_id=1, to_apply=%add
+  %ars = (f32[4]{0}, bf16[2,2]{1,0}) all-reduce-start(%a, %b), channel_id=2
+  %ard = (f32[4]{0}, bf16[2,2]{1,0}) all-reduce-done(%ars)
+  %ag = (f32[2]{0}, f32[16]{0}) all-gather-start(%x), dimensions={0}
+  %cp = f32[3]{0:T(128)} collective-permute(%y), source_target_pairs={{0,1}}
+  %f = f32[9]{0} fusion(%all-reduce), kind=kLoop, calls=%fused
+"""
+    assert hlo.collectives(text) == {
+        "all-reduce": {"bf16": {"count": 2, "bytes": 8 * 8 * 2 + 4 * 2},
+                       "f32": {"count": 1, "bytes": 16}},
+        "all-gather": {"f32": {"count": 1, "bytes": 64}},
+        "collective-permute": {"f32": {"count": 1, "bytes": 12}}}
+    assert hlo.total(hlo.collectives(text), "all-reduce") == 128 + 8 + 16
