@@ -23,7 +23,10 @@ null),
 ``collectives`` ``{kind: {dtype: {"count", "bytes"}}}`` from the compiled HLO, and
 ``bound_images_per_s_per_chip``: a roofline **bound** (images, i.e. frames or TenCrop views,
 per step over ``max(FLOPs / peak FLOP/s, bytes / HBM bandwidth)``, data-sheet peaks in
-:mod:`ppsn.benchmark.chips`), never a measurement.
+:mod:`ppsn.benchmark.chips`), never a measurement, and the FLOPs-only
+``compute_bound_images_per_s_per_chip``. The TPU compiler's "bytes accessed" sums each
+operation's operands and results, on-chip reuse included, so for the R50 step (~1 byte per
+FLOP) it is far above any HBM traffic and the combined bound far below what a chip does.
 
 ``--max_batch`` (method): HBM per chip is affine in the per-chip batch, so two compiles (the
 batch b and 2b) give its slope and intercept; the predicted largest batch that fits the
@@ -192,6 +195,8 @@ def report(args, config, topo, batch, program, peak) -> dict:
             "collectives": hlo.collectives(compiled.as_text()),
             "bound_images_per_s_per_chip": round(images / seconds, 1) if seconds else None,
             "bound_basis": "FLOPs and HBM bytes" if accessed else "FLOPs only",
+            "compute_bound_images_per_s_per_chip":
+                round(images * peak.flops / flops, 1) if flops else None,
             "peak": {"flops": peak.flops, "hbm_bandwidth": peak.hbm_bandwidth,
                      "source": peak.source},
             "compute_dtype": aot_programs.compute_dtype_name(config, topo.platform),
