@@ -16,6 +16,8 @@ def pptsn_config() -> ml_collections.ConfigDict:
         depth=50, num_classes=400, dropout_rate=0.4,
         conv_impl="auto",         # 'auto' (matmul on CPU, xla on GPU/TPU), 'matmul', 'im2col',
                                   # 'xla': see ppsn.backend and ppsn.models.conv
+        sync_bn=True,             # BatchNorm statistics over the global batch (False: per
+                                  # device, as plain BatchNorm in PaddleVideo's multi-GPU runs)
     ))
     c.data = ml_collections.ConfigDict(dict(
         source="list",            # 'list': PaddleVideo list files; 'tfds': ppsn.data.prepare output

@@ -101,6 +101,10 @@ RULES = [
      T + "test_benchmark.py::test_eval_benchmark_reports_seconds_per_video"),
     (r"python -m ppsn\.benchmark predict .*", "test",
      T + "test_benchmark.py::test_predict_benchmark_reports_seconds_per_video"),
+    (r"python -m ppsn\.benchmark aot .*--topology \d*x?\d+xh100.*", "test",
+     T + "test_aot.py::test_toy_train_step_compiles_for_8_h100_in_bf16"),
+    (r"python -m ppsn\.benchmark aot .*", "test",
+     T + "test_aot.py::test_toy_train_step_compiles_for_v5e_2x2"),
     (r"python -m ppsn\.benchmark distill( .*)?", "test", T + "test_benchmark.py::"
      "test_distill_benchmark_trains_a_teacher_and_pairs_the_students_of_each_seed"),
 ]
@@ -109,7 +113,7 @@ RULES = [
 CLI_SOURCES = {
     "ppsn.main": ["ppsn/main.py"], "ppsn.export": ["ppsn/export.py"],
     "ppsn.predict": ["ppsn/predict.py"], "ppsn.benchmark": ["ppsn/benchmark/pipeline.py", "ppsn/benchmark/plan.py", "ppsn/benchmark/train_step.py", "ppsn/benchmark/loop.py", "ppsn/benchmark/eval.py", "ppsn/benchmark/predict.py",
-                       "ppsn/benchmark/distill.py", "ppsn/benchmark/complexity.py"],
+                       "ppsn/benchmark/distill.py", "ppsn/benchmark/complexity.py", "ppsn/benchmark/aot.py"],
     "ppsn.fuse": ["ppsn/fuse.py"], "ppsn.data.make_lists": ["ppsn/data/make_lists.py"],
     "ppsn.convert.paddle": ["ppsn/convert/paddle.py"], "ppsn.data.prepare": ["ppsn/data/prepare.py"],
     "ppsn.data.check": ["ppsn/data/check.py"], "ppsn.data.toy": ["ppsn/data/toy.py"],

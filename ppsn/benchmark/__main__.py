@@ -7,11 +7,11 @@ import json
 import sys
 
 from ppsn.benchmark import eval as eval_benchmark
-from ppsn.benchmark import complexity, distill, loop, pipeline, predict, train_step
+from ppsn.benchmark import aot, complexity, distill, loop, pipeline, predict, train_step
 
 BENCHMARKS = {"pipeline": pipeline, "train_step": train_step, "loop": loop,
               "eval": eval_benchmark, "predict": predict,
-              "distill": distill, "complexity": complexity}
+              "distill": distill, "complexity": complexity, "aot": aot}
 
 
 def main(argv=None) -> int:
@@ -22,7 +22,10 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for module in BENCHMARKS.values():
         module.add_parser(sub)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and (args.command != "aot" or not all(a.startswith("--config.") for a in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra  # aot's --config.FIELD=VALUE
     from ppsn import cli
 
     return cli.run(lambda: print(json.dumps(BENCHMARKS[args.command].run(args))))

@@ -72,7 +72,9 @@ class ConvBN(nn.Module):
     """Conv (no bias, symmetric (k-1)//2 padding) then BatchNorm, optionally ReLU.
 
     ``fold_bn``: inference only, the BatchNorm folded into the convolution
-    (:func:`ppsn.models.fold.fold_variables`): the conv then a float32 ``bias``."""
+    (:func:`ppsn.models.fold.fold_variables`): the conv then a float32 ``bias``.
+    ``bn_axis_name``: the mapped axes whose devices share training statistics (None: each
+    call's own batch)."""
 
     features: int
     kernel_size: int
@@ -81,6 +83,7 @@ class ConvBN(nn.Module):
     dtype: Any = jnp.float32
     conv_impl: str = "auto"
     fold_bn: bool = False
+    bn_axis_name: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -98,6 +101,7 @@ class ConvBN(nn.Module):
             epsilon=plan.BN_EPSILON,
             dtype=self.dtype,
             param_dtype=jnp.float32,
+            axis_name=self.bn_axis_name,
             name="bn",
         )(x)
         return nn.relu(x) if self.relu else x
@@ -113,11 +117,12 @@ class BottleneckBlock(nn.Module):
     dtype: Any = jnp.float32
     conv_impl: str = "auto"
     fold_bn: bool = False
+    bn_axis_name: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool):
         conv_bn = functools.partial(ConvBN, dtype=self.dtype, conv_impl=self.conv_impl,
-                                    fold_bn=self.fold_bn)
+                                    fold_bn=self.fold_bn, bn_axis_name=self.bn_axis_name)
         y = conv_bn(self.width, 1, name="conv0")(x, train)
         y = conv_bn(self.width, 3, strides=self.strides, name="conv1")(y, train)
         y = conv_bn(self.width * 4, 1, relu=False, name="conv2")(y, train)
@@ -136,11 +141,12 @@ class BasicBlock(nn.Module):
     dtype: Any = jnp.float32
     conv_impl: str = "auto"
     fold_bn: bool = False
+    bn_axis_name: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool):
         conv_bn = functools.partial(ConvBN, dtype=self.dtype, conv_impl=self.conv_impl,
-                                    fold_bn=self.fold_bn)
+                                    fold_bn=self.fold_bn, bn_axis_name=self.bn_axis_name)
         y = conv_bn(self.width, 3, strides=self.strides, name="conv0")(x, train)
         y = conv_bn(self.width, 3, relu=False, name="conv1")(y, train)
         short = _shortcut(x, self.width, self.projection, self.pooled_projection,
@@ -169,12 +175,13 @@ class ResNetVd(nn.Module):
     dtype: Any = jnp.float32
     conv_impl: str = "auto"  # see ppsn.models.conv
     fold_bn: bool = False  # BatchNorm folded into the convolutions (inference only)
+    bn_axis_name: Any = None  # see ConvBN
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         x = x.astype(self.dtype)
         conv_bn = functools.partial(ConvBN, dtype=self.dtype, conv_impl=self.conv_impl,
-                                    fold_bn=self.fold_bn)
+                                    fold_bn=self.fold_bn, bn_axis_name=self.bn_axis_name)
         for name, features, stride in plan.STEM:
             x = conv_bn(features, 3, strides=stride, name=name)(x, train)
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
@@ -183,5 +190,6 @@ class ResNetVd(nn.Module):
             x = block_cls(width=block.width, strides=block.stride, projection=block.projection,
                           pooled_projection=block.pooled_projection, dtype=self.dtype,
                           conv_impl=self.conv_impl, fold_bn=self.fold_bn,
+                          bn_axis_name=self.bn_axis_name,
                           name=block.name)(x, train)
         return x

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax.nn import initializers
 
@@ -26,6 +27,12 @@ class TSN(nn.Module):
     ``[N, num_classes]``. ``dtype`` is the compute dtype (``jnp.bfloat16`` for mixed
     precision); parameters and batch statistics are always float32. In training pass
     ``mutable=['batch_stats']`` and a ``'dropout'`` rng.
+
+    ``batch_axes``: the ``shard_map`` axes a training call's batch is split over (``None``: the
+    call sees the whole batch). Inside such a call BatchNorm statistics are averaged over those
+    devices when ``sync_bn`` (global-batch statistics), else each device's own; the dropout
+    mask of a row is drawn from the rng folded with its global row index, so it does not
+    depend on how many devices share the batch.
     """
 
     depth: int = 50
@@ -36,11 +43,13 @@ class TSN(nn.Module):
     # BatchNorm folded into the convolutions (inference only; variables from
     # ppsn.models.fold.fold_variables, without batch_stats)
     fold_bn: bool = False
+    batch_axes: Any = None
+    sync_bn: bool = True
 
     def setup(self):
         self.backbone = ResNetVd(depth=self.depth, dtype=self.dtype, conv_impl=self.conv_impl,
-                                 fold_bn=self.fold_bn)
-        self.dropout = nn.Dropout(rate=self.dropout_rate)
+                                 fold_bn=self.fold_bn,
+                                 bn_axis_name=self.batch_axes if self.sync_bn else None)
         self.fc = nn.Dense(
             self.num_classes,
             kernel_init=initializers.normal(HEAD_INIT_STD),
@@ -62,8 +71,19 @@ class TSN(nn.Module):
 
     def classify(self, pooled, train: bool = False):
         """Pooled feature ``[N, C]`` -> logits: dropout (training only), then the fc layer."""
-        pooled = self.dropout(pooled, deterministic=not train)
+        if train and self.dropout_rate > 0:
+            pooled = self.dropout(pooled)
         return self.fc(pooled).astype(jnp.float32)
+
+    def dropout(self, pooled):
+        """Inverted dropout; row ``r`` of the global batch keeps features by
+        ``bernoulli(fold_in(rng, r))``."""
+        n = pooled.shape[0]
+        first = jax.lax.axis_index(self.batch_axes) * n if self.batch_axes else 0
+        key, keep = self.make_rng("dropout"), 1.0 - self.dropout_rate
+        mask = jax.vmap(lambda r: jax.random.bernoulli(jax.random.fold_in(key, r), keep,
+                                                       pooled.shape[1:]))(first + jnp.arange(n))
+        return jnp.where(mask, pooled / keep, 0.0).astype(pooled.dtype)
 
     def __call__(self, x, train: bool = False):
         return self.classify(self.features(x, train=train), train=train)

@@ -23,7 +23,8 @@ def build_model(config, dtype=None) -> TSN:
         dtype = backend.compute_dtype(config.amp)
     return TSN(depth=config.model.depth, num_classes=config.model.num_classes,
                dropout_rate=config.model.dropout_rate, dtype=dtype,
-               conv_impl=backend.conv_impl(config.model.conv_impl))
+               conv_impl=backend.conv_impl(config.model.conv_impl),
+               sync_bn=config.model.get("sync_bn", True))
 
 
 def scratch_variables(model: TSN, seed: int, size: int = 32):

@@ -8,14 +8,16 @@ shardings over a mesh: the train state replicated and donated, batches split alo
 axis, the task's ``constants`` (a ``kd`` teacher) replicated once and never donated.
 
 Nothing of the batch crosses devices: mixup mixes each device's shard within itself (as
-PaddleVideo mixes each GPU's batch), so the step's only collectives are the all-reduces of the
-gradients, the BatchNorm statistics and the scalar metrics (checked from the compiled program
-in ``tests/train/test_steps.py``).
+PaddleVideo mixes each GPU's batch) and the loss and gradients are computed per shard
+(:func:`sharded_loss_and_grads`), so the step's only collectives are the float32 all-reduces of
+the gradients, of the BatchNorm statistics (``config.model.sync_bn``; none without it) and of
+the scalar metrics (checked from the compiled program in ``tests/train/test_steps.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import flax.struct
@@ -86,6 +88,38 @@ def mixup_per_shard(images, labels, rng, alpha: float, mesh=None):
     return mixed, labels_b, lam
 
 
+def sharded_loss_and_grads(task, params, batch_stats, images, targets, rng, constants, mesh):
+    """The task's loss on each device's shard of the batch (a ``shard_map`` over ``mesh``'s
+    batch axes), and its gradients: ``(loss, logits, batch_stats, parts, grads)``.
+
+    Each device differentiates its own float32 copy of the parameters, so the gradients are
+    averaged over the devices in **float32** (an explicit ``pmean``), whatever the compute
+    dtype: the bf16 casts happen after the copy, on each device. BatchNorm statistics are
+    averaged over the devices inside the model when ``config.model.sync_bn``, else each
+    device normalizes with its own and the new running statistics are averaged here. Loss
+    and parts are the global batch's means (every shard has the same number of rows)."""
+    axes = parallel.BATCH_AXES
+    rows = P(axes)
+
+    def shard(params, batch_stats, images, labels, labels_b, lam, rng, constants):
+        local = jax.tree.map(lambda p: jax.lax.pcast(p, axes, to="varying"), params)
+        shard_targets = losses.Targets(labels, labels_b, lam)
+
+        def loss_fn(p):
+            return task.loss(p, batch_stats, images, shard_targets, rng, constants, axes)
+
+        (loss, (logits, stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(local)
+        mean = functools.partial(jax.lax.pmean, axis_name=axes)
+        if not task.config.model.get("sync_bn", True):
+            stats = mean(stats)  # else already the same on every device
+        return mean(loss), logits, stats, mean(parts), mean(grads)
+
+    return jax.shard_map(shard, mesh=mesh, in_specs=(P(), P(), rows, rows, rows, P(), P(), P()),
+                         out_specs=(P(), rows, P(), P(), P()))(
+        params, batch_stats, images, targets.labels, targets.labels_b, targets.lam, rng,
+        constants)
+
+
 def train_step(cfg: StepConfig, state: TrainState, batch, rng, constants=(), mesh=None
                ) -> tuple[TrainState, dict]:
     """One optimizer step (``mesh``: the devices the batch is split over, for mixup).
@@ -103,11 +137,9 @@ def train_step(cfg: StepConfig, state: TrainState, batch, rng, constants=(), mes
     else:
         targets = losses.Targets.unmixed(batch["label"])
 
-    def loss_fn(params):
-        return task.loss(params, state.batch_stats, images, targets, dropout_rng, constants)
-
-    (loss, (logits, batch_stats, parts)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
+    loss, logits, batch_stats, parts, grads = sharded_loss_and_grads(
+        task, state.params, state.batch_stats, images, targets, dropout_rng, constants,
+        mesh if mesh is not None else parallel.make_mesh(jax.devices()[:1]))
     updates, opt_state = cfg.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
 
@@ -144,6 +176,15 @@ def eval_step(cfg: StepConfig, state: TrainState, batch) -> dict:
             "count": jnp.sum(mask)}
 
 
+def jit_train(cfg: StepConfig, mesh):
+    """The jitted ``train_step(state, batch, rng, constants)`` over ``mesh`` (what
+    :func:`jit_steps` runs; ``python -m ppsn.benchmark aot`` compiles it for other devices)."""
+    rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    return jax.jit(lambda s, b, r, c: train_step(cfg, s, b, r, c, mesh),
+                   in_shardings=(rep, data, rep, rep), out_shardings=(rep, rep),
+                   donate_argnums=0)
+
+
 def jit_steps(cfg: StepConfig, mesh):
     """``(train(state, batch, rng), evaluate(state, batch))`` compiled for ``mesh``.
 
@@ -152,9 +193,7 @@ def jit_steps(cfg: StepConfig, mesh):
     holds them on the devices."""
     rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     constants = jax.device_put(cfg.task.constants, rep)
-    jitted = jax.jit(lambda s, b, r, c: train_step(cfg, s, b, r, c, mesh),
-                     in_shardings=(rep, data, rep, rep), out_shardings=(rep, rep),
-                     donate_argnums=0)
+    jitted = jit_train(cfg, mesh)
 
     def train(state, batch, rng):
         return jitted(state, batch, rng, constants)

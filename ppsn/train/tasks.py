@@ -7,7 +7,8 @@ model, test mode and export never ask which objective runs:
   restore), ``initial_variables()`` for a new run;
 * ``constants``: arrays the step reads but never changes (the ``kd`` teacher's variables); the
   jitted step takes them as a replicated argument that is never donated or differentiated;
-* ``loss(params, batch_stats, images, targets, rng, constants)`` inside the step, returning
+* ``loss(params, batch_stats, images, targets, rng, constants, batch_axes)`` inside the step
+  (on one device's shard of the batch, ``batch_axes`` the mesh axes it is split over), returning
   ``(loss, (logits of the served model, new batch_stats, parts))``; ``log_parts`` are the parts
   the log line shows;
 * which variables are served (``best/``, test mode, export): ``serving_key`` names the subtree
@@ -73,14 +74,16 @@ class Task:
         return jnp.mean(losses.mixed_cross_entropy(logits, targets, self.num_classes,
                                                    self.smoothing))
 
-    def apply_train(self, model, variables, images, rng):
-        logits, updates = model.apply(variables, images, train=True, rngs={"dropout": rng},
-                                      mutable=["batch_stats"])
+    def apply_train(self, model, variables, images, rng, batch_axes=None):
+        """Training-mode logits and new batch statistics; ``batch_axes``: the ``shard_map``
+        axes ``images`` is one shard of (see :class:`ppsn.models.TSN`)."""
+        logits, updates = model.clone(batch_axes=batch_axes).apply(
+            variables, images, train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
         return logits, updates["batch_stats"]
 
-    def loss(self, params, batch_stats, images, targets, rng, constants):
+    def loss(self, params, batch_stats, images, targets, rng, constants, batch_axes=None):
         logits, new_stats = self.apply_train(
-            self.model, {"params": params, "batch_stats": batch_stats}, images, rng)
+            self.model, {"params": params, "batch_stats": batch_stats}, images, rng, batch_axes)
         ce = self.cross_entropy(logits, targets)
         return ce, (logits, new_stats, {"ce": ce})
 
@@ -114,7 +117,8 @@ def teacher_model(config, dtype):
 
     return TSN(depth=config.distill.teacher_depth, num_classes=config.model.num_classes,
                dropout_rate=config.model.dropout_rate, dtype=dtype,
-               conv_impl=backend.conv_impl(config.model.conv_impl))
+               conv_impl=backend.conv_impl(config.model.conv_impl),
+               sync_bn=config.model.get("sync_bn", True))
 
 
 def load_teacher_variables(config, teacher) -> dict:
@@ -152,12 +156,12 @@ class KdTask(Task):
             teacher_variables = load_teacher_variables(config, self.teacher)
         self.constants = (teacher_variables,)
 
-    def loss(self, params, batch_stats, images, targets, rng, constants):
+    def loss(self, params, batch_stats, images, targets, rng, constants, batch_axes=None):
         (teacher_variables,) = constants
         teacher_logits = jax.lax.stop_gradient(
             self.teacher.apply(teacher_variables, images, train=False))
         ce, (logits, new_stats, _) = super().loss(params, batch_stats, images, targets, rng,
-                                                  constants)
+                                                  constants, batch_axes)
         d = self.config.distill
         kd = d.weight * jnp.mean(losses.kd_loss(logits, teacher_logits, d.temperature))
         return ce + kd, (logits, new_stats, {"ce": ce, "kd": kd})
@@ -195,14 +199,14 @@ class DmlTask(Task):
                 self.teacher, self.config.seed + 1))
         return pair_variables(student, teacher)
 
-    def loss(self, params, batch_stats, images, targets, rng, constants):
+    def loss(self, params, batch_stats, images, targets, rng, constants, batch_axes=None):
         s_rng, t_rng = jax.random.split(rng)
         logits, s_stats = self.apply_train(
             self.model, {"params": params[STUDENT], "batch_stats": batch_stats[STUDENT]},
-            images, s_rng)
+            images, s_rng, batch_axes)
         t_logits, t_stats = self.apply_train(
             self.teacher, {"params": params[TEACHER], "batch_stats": batch_stats[TEACHER]},
-            images, t_rng)
+            images, t_rng, batch_axes)
         ce, ce_teacher = self.cross_entropy(logits, targets), self.cross_entropy(t_logits, targets)
         d = self.config.distill
         dml = d.weight * jnp.mean(losses.dml_loss(logits, t_logits, d.temperature))

@@ -111,11 +111,13 @@ def test_eval_step_sums_only_the_real_examples():
 
 
 @pytest.fixture(scope="module")
-def compiled_on_8_devices():
+def compiled_on_8_devices(tmp_path_factory):
     """tests.train.compiled_step run on 8 CPU devices (the train step's HLO and one mixup)."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    out = subprocess.run([sys.executable, "-m", "tests.train.compiled_step"], cwd=REPO_ROOT,
-                         env=env, capture_output=True, text=True, timeout=600)
+    dump = tmp_path_factory.mktemp("hlo")
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=8 "
+               f"--xla_dump_to={dump} --xla_dump_hlo_pass_re=spmd-partitioning")
+    out = subprocess.run([sys.executable, "-m", "tests.train.compiled_step", str(dump)],
+                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -132,6 +134,48 @@ def test_the_compiled_step_moves_no_batch_between_devices(compiled_on_8_devices)
     assert small["all_reduce_bytes"] == large["all_reduce_bytes"]  # not the batch's size
     bound = out["grad_bytes"] + 2 * out["bn_stats_bytes"] + 1024
     assert out["grad_bytes"] <= small["all_reduce_bytes"] <= bound
+
+
+def test_bf16_gradients_are_all_reduced_in_float32(compiled_on_8_devices):
+    """Under bf16 no all-reduce carries bf16, neither right after SPMD partitioning (where
+    XLA's partitioner would put a bf16 reduction of the bf16 weight gradients) nor compiled;
+    the float32 all-reduces carry at least the gradients."""
+    out = compiled_on_8_devices
+    for sync_bn in (True, False):
+        step = out[f"bf16_sync_bn_{sync_bn}"]
+        for program in ("partitioned", "compiled"):
+            found = step[program]
+            assert set(found) == {"all-reduce"}, found
+            assert set(found["all-reduce"]) == {"f32"}, (sync_bn, program, found)
+            assert found["all-reduce"]["f32"]["bytes"] >= out["grad_bytes"]
+
+
+def test_per_device_batch_norm_keeps_only_the_step_all_reduces(compiled_on_8_devices):
+    """``model.sync_bn=False``: no per-layer statistics all-reduces (at most 10 after XLA
+    combines them, and under a quarter of the global-statistics step's), and about
+    ``bn_stats_bytes`` fewer bytes (the forward's statistics and their backward)."""
+    out = compiled_on_8_devices
+    sync = out["bf16_sync_bn_True"]["partitioned"]["all-reduce"]["f32"]
+    local = out["bf16_sync_bn_False"]["partitioned"]["all-reduce"]["f32"]
+    compiled = out["bf16_sync_bn_False"]["compiled"]["all-reduce"]["f32"]
+    assert compiled["count"] <= 10
+    assert compiled["count"] <= out["bf16_sync_bn_True"]["compiled"]["all-reduce"]["f32"][
+        "count"] / 4
+    # before combining: one per gradient leaf and the scalars, no statistics
+    assert local["count"] < sync["count"]
+    assert local["bytes"] <= sync["bytes"] - out["bn_stats_bytes"]
+
+
+@pytest.mark.parametrize("sync_bn", [True, False])
+def test_batch_norm_statistics_per_device_or_global(compiled_on_8_devices, sync_bn):
+    """Each device's new statistics in a training call on its shard of 2 rows: with sync_bn
+    those of a 1-device call on the whole batch, else those of a 1-device call on the shard."""
+    stats = compiled_on_8_devices[f"bn_statistics_sync_bn_{sync_bn}"]
+    sharded = np.asarray(stats["sharded"])
+    want = ([stats["whole_alone"]] * 8 if sync_bn else stats["shards_alone"])
+    np.testing.assert_allclose(sharded, np.asarray(want), rtol=1e-4, atol=1e-7)
+    shards = np.asarray(stats["shards_alone"])
+    assert np.abs(shards - shards.mean(axis=0)).max() > 1e-4  # the shards do differ
 
 
 def test_mixup_mixes_each_device_shard_within_itself(compiled_on_8_devices):

@@ -1,0 +1,203 @@
+"""``aot``: the production program compiled for a TPU topology or NVIDIA hosts on this machine
+(no accelerator needed), and what its compiler says of it.
+
+    python -m ppsn.benchmark aot --topology v5e:2x4 --config configs/pptsn_k400_frames.py \\
+        [--config.amp=true ...] [--per_chip_batch 32] [--mode train|test] [--max_batch]
+
+Compiles what a run compiles: the train step of ``steps.jit_train`` (the task, mixup, the
+per-shard loss and float32 gradient all-reduce) or test mode's scoring function
+(``test_mode.score_fn``), over ``parallel.make_mesh`` of the topology's devices, with the
+target's choices (``config.amp``, ``model.conv_impl`` and the views per call resolved for
+'tpu' / 'gpu' by :mod:`ppsn.backend`). TPU topologies need libtpu (``pip install
+'ppsn[tpu]'``), NVIDIA ones the CUDA plugin alone (``jax-cuda12-plugin`` and
+``jax-cuda12-pjrt`` of jax's version, no NVIDIA libraries: the ``gpu-compile`` extra) and the
+device description in ``ppsn/benchmark/targets``. The command runs JAX on its CPU backend.
+
+Prints one JSON line: ``topology``, ``chips``, ``hosts``, ``per_chip_batch``,
+``hbm_bytes_per_chip`` (arguments + outputs + temporaries - aliased, from
+``memory_analysis()``), ``hbm_capacity_bytes``, ``flops_per_step_per_chip`` and
+``bytes_accessed_per_step_per_chip`` (``cost_analysis()`` of the compiled program on TPU; the
+GPU compiler gives none, so there the FLOPs are XLA's count of the same program lowered, not
+compiled, for one CPU device at the per-chip batch, ``flops_source`` says which, and bytes are
+null),
+``collectives`` ``{kind: {dtype: {"count", "bytes"}}}`` from the compiled HLO, and
+``bound_images_per_s_per_chip``: a roofline **bound** (images, i.e. frames or TenCrop views,
+per step over ``max(FLOPs / peak FLOP/s, bytes / HBM bandwidth)``, data-sheet peaks in
+:mod:`ppsn.benchmark.chips`), never a measurement, and the FLOPs-only
+``compute_bound_images_per_s_per_chip``. The TPU compiler's "bytes accessed" sums each
+operation's operands and results, on-chip reuse included, so for the R50 step (~1 byte per
+FLOP) it is far above any HBM traffic and the combined bound far below what a chip does.
+
+``--max_batch`` (method): HBM per chip is affine in the per-chip batch, so two compiles (the
+batch b and 2b) give its slope and intercept; the predicted largest batch that fits the
+chip's HBM is then compiled; if it does not fit (over capacity, or the compiler refuses), the
+largest fitting batch is bisected between 2b and it. The figures reported are those of the
+largest batch that compiled within capacity.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ppsn.benchmark import chips, hlo
+
+
+def add_parser(sub):
+    a = sub.add_parser("aot", help="compile the train step or test scoring for a TPU topology "
+                       "or NVIDIA hosts (no accelerator needed): memory, FLOPs, collectives")
+    a.add_argument("--topology", required=True,
+                   help="v5e:2x4, v4:2x2x2, v5p:2x2x1, v5e:4x4 (4 hosts), 8xh100, 2x8xh100")
+    a.add_argument("--config", required=True, help="a config file; --config.FIELD=VALUE override")
+    a.add_argument("--per_chip_batch", type=int, default=None,
+                   help="clips (train) or videos (test) per chip; default: batch_size / 8 in "
+                   "train (the recipe's per-GPU batch), 1 in test")
+    a.add_argument("--mode", choices=("train", "test"), default="train")
+    a.add_argument("--max_batch", action="store_true",
+                   help="find the largest per-chip batch that fits the chip's HBM")
+    return a
+
+
+def load_config(path: str, overrides: list[str]):
+    """The config file with its ``--config.FIELD=VALUE`` overrides, as ``ppsn.main`` reads it."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    argv = ["aot", f"--config={path}", *overrides]
+    saved, sys.argv = sys.argv, argv  # ml_collections finds the overrides in sys.argv
+    try:
+        values = flags.FlagValues()
+        config_flags.DEFINE_config_file("config", None, "config file", flag_values=values)
+        values(argv)
+        config = values.config
+    finally:
+        sys.argv = saved
+    config.unlock()
+    return config
+
+
+def _use_cpu_backend() -> None:
+    """JAX on its CPU backend, libtpu loadable beside other JAX processes (its lock file)."""
+    import jax
+
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    jax.config.update("jax_platforms", "cpu")
+
+
+def run(args) -> dict:
+    _use_cpu_backend()
+    from ppsn import parallel
+
+    config = load_config(args.config, getattr(args, "overrides", []))
+    topo = chips.get_topology(args.topology)
+    mesh = parallel.make_mesh(list(topo.devices))
+    batch = args.per_chip_batch or (max(1, config.batch_size // 8) if args.mode == "train"
+                                    else 1)
+    peak = chips.PEAKS[topo.chip]
+    if args.max_batch:
+        batch, compiled = largest_batch(config, topo, mesh, args.mode, batch, peak.hbm_bytes)
+    else:
+        compiled = compile_program(config, topo, mesh, batch, args.mode)
+    return report(args, config, topo, batch, compiled, peak)
+
+
+def compile_program(config, topo, mesh, per_chip_batch: int, mode: str):
+    """``(compiled, lowered)`` of the run's program for ``per_chip_batch`` per chip."""
+    from ppsn.benchmark import aot_programs
+
+    lower = aot_programs.lower_train if mode == "train" else aot_programs.lower_test
+    lowered = lower(config.copy_and_resolve_references(), topo.platform, mesh,
+                    per_chip_batch * topo.chips)
+    return lowered.compile(), lowered
+
+
+def hbm_bytes(compiled) -> int:
+    m = compiled.memory_analysis()
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+               - m.alias_size_in_bytes)
+
+
+def _fits(config, topo, mesh, mode, batch, capacity):
+    try:
+        program = compile_program(config, topo, mesh, batch, mode)
+    except Exception as e:  # noqa: BLE001 -- the compiler refusing a batch is "does not fit"
+        if "RESOURCE_EXHAUSTED" in str(e) or "memory" in str(e).lower():
+            return None
+        raise
+    return program if hbm_bytes(program[0]) <= capacity else None
+
+
+def largest_batch(config, topo, mesh, mode, start: int, capacity: int):
+    """``(batch, program)``: the largest per-chip batch whose program fits (module doc)."""
+    low, high = start, 2 * start
+    small = _fits(config, topo, mesh, mode, low, capacity)
+    if small is None:
+        raise ValueError(f"--per_chip_batch {start} does not fit {topo.name}'s "
+                         f"{capacity / 2**30:.1f} GiB; start lower")
+    large = _fits(config, topo, mesh, mode, high, capacity)
+    if large is None:
+        best = (low, small)
+    else:
+        slope = (hbm_bytes(large[0]) - hbm_bytes(small[0])) / (high - low)
+        guess = int((capacity - hbm_bytes(small[0])) / max(slope, 1.0)) + low
+        best, low = (high, large), high
+        if guess > high:
+            tried = _fits(config, topo, mesh, mode, guess, capacity)
+            if tried is not None:
+                return guess, tried
+            high = guess
+    while high - low > 1:  # low fits, high does not
+        mid = (low + high) // 2
+        tried = _fits(config, topo, mesh, mode, mid, capacity)
+        if tried is not None:
+            best, low = (mid, tried), mid
+        else:
+            high = mid
+    return best
+
+
+def cpu_flops(config, topo, mode: str, per_chip_batch: int) -> float:
+    """FLOPs of the same program (the target's dtype and convolutions) lowered for one CPU
+    device at the per-chip batch: XLA's cost analysis before optimization, no compile."""
+    import jax
+
+    from ppsn import parallel
+    from ppsn.benchmark import aot_programs
+
+    lower = aot_programs.lower_train if mode == "train" else aot_programs.lower_test
+    mesh = parallel.make_mesh(jax.devices("cpu")[:1])
+    lowered = lower(config.copy_and_resolve_references(), topo.platform, mesh, per_chip_batch)
+    cost = lowered.cost_analysis() or {}
+    return float((cost[0] if isinstance(cost, (list, tuple)) else cost).get("flops", 0.0))
+
+
+def report(args, config, topo, batch, program, peak) -> dict:
+    from ppsn.benchmark import aot_programs
+
+    compiled, lowered = program
+    cost = compiled.cost_analysis()
+    cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
+    if cost.get("flops"):
+        flops, flops_source = float(cost["flops"]), "compiled program"
+        accessed = float(cost.get("bytes accessed", 0.0)) or None
+    else:  # the GPU compiler gives no cost analysis
+        flops, accessed = cpu_flops(config, topo, args.mode, batch), None
+        flops_source = "XLA's count of the unoptimized program lowered for 1 CPU device"
+    images = batch * aot_programs.images_per_example(config, args.mode)
+    seconds = max(flops / peak.flops, (accessed or 0.0) / peak.hbm_bandwidth)
+    return {"benchmark": "aot", "topology": topo.name, "platform": topo.platform,
+            "device_kind": topo.devices[0].device_kind, "chips": topo.chips,
+            "hosts": topo.hosts, "mode": args.mode, "per_chip_batch": batch,
+            "images_per_step_per_chip": images, "max_batch": bool(args.max_batch),
+            "hbm_bytes_per_chip": hbm_bytes(compiled), "hbm_capacity_bytes": peak.hbm_bytes,
+            "flops_per_step_per_chip": flops, "flops_source": flops_source,
+            "bytes_accessed_per_step_per_chip": accessed,
+            "collectives": hlo.collectives(compiled.as_text()),
+            "bound_images_per_s_per_chip": round(images / seconds, 1) if seconds else None,
+            "bound_basis": "FLOPs and HBM bytes" if accessed else "FLOPs only",
+            "compute_bound_images_per_s_per_chip":
+                round(images * peak.flops / flops, 1) if flops else None,
+            "peak": {"flops": peak.flops, "hbm_bandwidth": peak.hbm_bandwidth,
+                     "source": peak.source},
+            "compute_dtype": aot_programs.compute_dtype_name(config, topo.platform),
+            "note": "compiled, not run"}
