@@ -7,13 +7,19 @@ from __future__ import annotations
 
 from ppsn import checkpoint, paths
 
-# "holds a ResNet-H-vd; ..." and "has N classes; ..." as each caller says what it wants.
+# "NAME holds a ResNet-H-vd" and "NAME has N classes" against what each caller wants (W).
 WANTS = {
-    "run": ("the run needs a ResNet-{want}-vd", "the model has {want}"),
-    "config": ("the config asks for ResNet-{want}-vd (--config.model.depth={held}, or other "
-               "weights)", "the config has {want} (--config.model.num_classes={held}, or other "
-               "weights)"),
-    "model": ("the model is a ResNet-{want}-vd (--config.model.depth={want})", ""),
+    "run": ("{name} holds a ResNet-{held}-vd; the run needs a ResNet-{want}-vd",
+            "{name} has {held} classes; the model has {want}"),
+    "config": ("{name} holds a ResNet-{held}-vd; the config asks for ResNet-{want}-vd "
+               "(--config.model.depth={held}, or other weights)",
+               "{name} has {held} classes; the config has {want} (--config.model.num_classes="
+               "{held}, or other weights)"),
+    "model": ("{name} holds a ResNet-{held}-vd; the model is a ResNet-{want}-vd "
+              "(--config.model.depth={want})", ""),
+    "teacher": ("{name} holds a ResNet{held}-vd but --config.distill.teacher_depth={want}",
+                "the teacher {name} has {held} classes; the student has {want}: a kd teacher "
+                "must be a full model of the same classes"),
 }
 
 
@@ -45,16 +51,14 @@ def misfits(name: str, depth: int, num_classes: int | None = None, *, meta=None,
     depth_words, classes_words = WANTS[wants]
     problems = []
     if held_depth is not None and int(held_depth) != depth:
-        problems.append(f"{name} holds a ResNet-{held_depth}-vd; "
-                        + depth_words.format(want=depth, held=held_depth))
+        problems.append(depth_words.format(name=name, want=depth, held=held_depth))
         if whole:
             return problems
     if whole and _head_bias(variables) is None:
         return [f"{name} has no classifier (an ImageNet backbone?): test and export need a "
                 "whole model"]
     if num_classes is not None and held_classes not in (None, num_classes):
-        problems.append(f"{name} has {held_classes} classes; "
-                        + classes_words.format(want=num_classes, held=held_classes))
+        problems.append(classes_words.format(name=name, want=num_classes, held=held_classes))
     if whole and not problems:
         problems += _shape_misfits(name, depth, num_classes, variables)
     return problems

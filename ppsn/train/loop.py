@@ -1,9 +1,8 @@
 """The training loop, in its phases: set up, restore or initialize, then per step: log,
 validate and keep the best, checkpoint.
 
-``train_and_evaluate(config, workdir, inputs_for)`` is what ``python -m ppsn.main`` runs,
-through :mod:`ppsn.train_mode` (which hands it the pre-flight's inputs); notebooks and tests
-call ``ppsn.train_mode.train_and_evaluate(config, workdir)``. Resuming is automatic: if ``workdir/checkpoints`` holds a checkpoint,
+``python -m ppsn.main`` runs ``train_and_evaluate`` through :mod:`ppsn.train_mode` (the
+pre-flight). Resuming is automatic: if ``workdir/checkpoints`` holds a checkpoint,
 the run continues from it (train state, rng and the Grain iterator position), before any
 ``init_from`` / ``pretrained`` option is looked at. What differs between objectives (plain,
 ``kd``, ``dml``) is the task's (:mod:`ppsn.train.tasks`), never the loop's.
@@ -76,10 +75,9 @@ class Progress:
 
 
 def setup(config, workdir: str, inputs_for, claim=None) -> Run:
-    """Data, task, compiled steps, the data iterator, the checkpointer and the writer.
-    ``inputs_for(devices, workdir)``: the pre-flight's inputs (:class:`ppsn.preflight.Inputs`;
-    it raises on a problem). Nothing is written into ``workdir`` before it passed; then
-    ``claim(workdir)`` (if given) takes it (the lock, ``train.log``)."""
+    """Data, task, compiled steps, the data iterator, the checkpointer and the writer. Nothing
+    is written into ``workdir`` before ``inputs_for(devices, workdir)`` (the pre-flight) passed;
+    then ``claim(workdir)`` (if given) takes it (the lock, ``train.log``)."""
     parallel.initialize_distributed()
     workdir = os.fspath(paths.absolute(workdir))
     if jax.process_index() == 0:
@@ -224,7 +222,6 @@ def save_checkpoint(run: Run, progress: Progress, state, rng, done: int, positio
 
 def train_and_evaluate(config, workdir: str, inputs_for) -> dict:
     """Train (and validate) per ``config``; returns the last validation metrics (or {}).
-    ``inputs_for``: see :func:`setup`.
 
     The log goes to stdout and is appended to ``WORKDIR/train.log``; with several processes
     only process 0 prints the per-step lines (the others print warnings and errors)."""

@@ -127,16 +127,20 @@ def load_teacher_variables(config, teacher) -> dict:
     """The teacher's variables from ``distill.teacher_checkpoint``, checked against its model
     (depth and class count must match; a mismatch names both)."""
     path = config.distill.teacher_checkpoint
-    problems = checkpoint_fit.variables_problems("distill.teacher_checkpoint", path,
-                                                 teacher.depth, teacher.num_classes)
-    if problems:
-        raise (FileNotFoundError if not paths.exists(path) else ValueError)(problems[0])
+    if not paths.exists(path):
+        raise FileNotFoundError(
+            f"--config.distill.teacher_checkpoint={path} does not exist. Use a ppsn run's best/ "
+            f"directory or convert a PaddleVideo model with: python -m ppsn.convert.paddle "
+            f"--pdparams FILE --depth {config.distill.teacher_depth} --output {path}")
     loaded, meta = checkpoint.load_variables(path)
-    head = loaded.get("params", {}).get("fc", {}).get("bias")
-    if head is None or head.shape[0] != teacher.num_classes:
-        got = "no classifier" if head is None else f"{head.shape[0]} classes"
-        raise ValueError(f"the teacher {path} has {got}; the student has {teacher.num_classes}: "
-                         "a kd teacher must be a full model of the same classes")
+    problems = checkpoint_fit.misfits(path, teacher.depth, teacher.num_classes, meta=meta,
+                                      variables=loaded, wants="teacher")
+    if problems:
+        raise ValueError(problems[0])
+    if loaded.get("params", {}).get("fc", {}).get("bias") is None:
+        raise ValueError(f"the teacher {path} has no classifier; the student has "
+                         f"{teacher.num_classes}: a kd teacher must be a full model of the same "
+                         "classes")
     fresh = initialize.scratch_variables(teacher, 0)
     return initialize.merge_loaded(fresh, loaded, path)
 
