@@ -1,6 +1,6 @@
 """Whether a checkpoint fits a model: one diagnosis ("holds a ResNet-34-vd; the run needs a
 ResNet-18-vd", "has 5 classes; ..."), worded for who asks (pre-flight, test mode and export,
-initialization, a distillation teacher).
+initialization, a distillation teacher, the Paddle converter).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ WANTS = {
                "{held}, or other weights)"),
     "model": ("{name} holds a ResNet-{held}-vd; the model is a ResNet-{want}-vd "
               "(--config.model.depth={want})", ""),
+    "convert": ("{name} holds a ResNet-{held}-vd; you asked for depth {want} (convert it with "
+                "--depth {held})", ""),
     "teacher": ("{name} holds a ResNet{held}-vd but --config.distill.teacher_depth={want}",
                 "the teacher {name} has {held} classes; the student has {want}: a kd teacher "
                 "must be a full model of the same classes"),
