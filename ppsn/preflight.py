@@ -9,6 +9,12 @@ run resumes, the ``kd`` teacher, the weights to test or export: their recorded d
 count against the config). All problems are collected and raised together as one
 :class:`ppsn.cli.ConfigError`, so a multi-hour run never fails late on something knowable at
 start-up. What it read (sources, label names, weights) is returned for the run to use.
+
+It sits at the entry layer (``ppsn.train_mode``, ``ppsn.test_mode``, ``ppsn.export``) and
+gathers each owner's own check: the task's (``distill``, :func:`ppsn.train.tasks.
+distill_problems`), the optimizer's (:func:`ppsn.train.optim.schedule_problems`), the data
+sources' (:mod:`ppsn.data.source_check`, :func:`ppsn.data.labels.class_names`) and whether a
+checkpoint fits the model (:mod:`ppsn.checkpoint_fit`). Nothing below it imports it.
 """
 
 from __future__ import annotations
