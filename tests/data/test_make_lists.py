@@ -102,9 +102,8 @@ def test_bad_inputs_are_one_line_errors_and_nothing_is_overwritten(tree, tmp_pat
 
 def test_three_commands_from_a_folder_of_videos_to_a_trained_model(tree, tmp_path, capsys):
     """The README's: make_lists, train on the lists (the toy recipe), TenCrop test."""
-    from ppsn import test_mode
+    from ppsn import test_mode, train_mode
     from ppsn.recipe import toy_config
-    from ppsn import train_mode
 
     root, lists = tree[0], tmp_path / "lists"
     assert make_lists.main(["--root", str(root), "--output_dir", str(lists),
