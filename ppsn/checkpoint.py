@@ -16,7 +16,6 @@ the served variables in any of these.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -24,7 +23,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ppsn import paths
+from ppsn import outputs, paths
+from ppsn.outputs import prepare_replacement, replacement_path, replacing, swap_in  # noqa: F401
 
 log = logging.getLogger(__name__)
 POSITION = "position"  # the global data position item of a train checkpoint
@@ -56,101 +56,18 @@ def _sync(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-# --- paths and file-system operations of a save, kept together --------------------------------
-
-
-def _abspath(directory) -> str:
-    return os.fspath(paths.absolute(directory))
-
-
-def _siblings(directory: str) -> tuple[str, str]:
-    """Where a save writes the new checkpoint and moves the old one: the same names on every
-    process."""
-    return directory + ".ppsn-tmp", directory + ".ppsn-old"
+# --- writing in place of an earlier output: ppsn.outputs (re-exported) -------------------------
 
 
 def check_replaceable(directory: str | os.PathLike, *, force: bool, marker: str = META_FILE,
                       kind: str = "ppsn checkpoint") -> None:
-    """Raise ``FileExistsError`` (one line naming ``directory``) unless an output of ``kind``
-    may be written there: it must not exist, or, with ``force``, be an empty directory or an
-    earlier output of the same kind (it holds ``marker``: ``ppsn.json`` for a checkpoint).
-    Anything else is never replaced. Used for checkpoints, exports and test reports."""
-    directory = _abspath(directory)
-    target = paths.path(directory)
-    if not (os.path.lexists(directory) if not paths.is_remote(directory) else target.exists()):
-        return
-    if not force:
-        raise FileExistsError(f"{directory}: already exists (pass force=True / --force to replace it)")
-    if not target.is_dir() or os.path.islink(directory):
-        raise FileExistsError(f"{directory}: is not a directory, so not a {kind}; "
-                              "refusing to replace it even with --force")
-    if paths.listdir(directory) and not (target / marker).is_file():
-        raise FileExistsError(f"{directory}: is not a {kind} (no {marker}); refusing "
-                              "to replace it even with --force (remove it or pick another output)")
-
-
-def replacement_path(directory: str | os.PathLike) -> str:
-    """Where the new version of an output directory is written before :func:`swap_in`."""
-    return _siblings(_abspath(directory))[0]
-
-
-def prepare_replacement(directory: str | os.PathLike) -> str:
-    """Clear what a crashed save left and create the empty temporary sibling of ``directory``
-    (:func:`replacement_path`); returns it."""
-    return _prepare(_abspath(directory))
-
-
-def swap_in(directory: str | os.PathLike, marker: str | None = None) -> None:
-    """Put the written temporary sibling in place of ``directory`` (see :func:`_swap_in`)."""
-    _swap_in(_abspath(directory), marker)
-
-
-@contextlib.contextmanager
-def replacing(directory: str | os.PathLike, *, force: bool, marker: str, kind: str):
-    """Write a new output directory (one process): checks :func:`check_replaceable`, yields the
-    temporary sibling to write into, and on success puts it in place (:func:`_swap_in`); on
-    failure it is removed and the old output stays as it was."""
-    check_replaceable(directory, force=force, marker=marker, kind=kind)
-    tmp = prepare_replacement(directory)
-    try:
-        yield tmp
-    except BaseException:
-        paths.remove_tree(tmp)
-        raise
-    swap_in(directory, marker)
-
-
-def _prepare(directory: str) -> str:
-    """Clear what a crashed save left and create the empty temporary sibling; returns it."""
-    tmp, old = _siblings(directory)
-    paths.remove_tree(tmp)
-    if paths.exists(directory):  # else ``old`` may be the only copy left: kept until the swap
-        paths.remove_tree(old)
-    paths.makedirs(tmp)
-    return tmp
+    """:func:`ppsn.outputs.check_replaceable`, for a checkpoint by default."""
+    outputs.check_replaceable(directory, force=force, marker=marker, kind=kind)
 
 
 def _write_meta(tmp: str, meta: Mapping[str, Any]) -> None:
     paths.path(paths.join(tmp, META_FILE)).write_text(
         json.dumps(dict(meta), indent=2, sort_keys=True))
-
-
-def _swap_in(directory: str, marker: str | None = META_FILE) -> None:
-    """Move the temporary sibling to ``directory``; an existing ``directory`` is moved aside
-    first (and put back if the second move fails), then deleted. Locally each move is one
-    atomic rename. In a bucket a move is a copy then a delete, with ``marker`` copied last
-    (:func:`ppsn.paths.move_tree`): at every moment one complete copy holds its marker, under
-    ``directory``, its ``.ppsn-tmp`` or its ``.ppsn-old`` name."""
-    tmp, old = _siblings(directory)
-    if paths.exists(directory):
-        paths.move_tree(directory, old, last=marker)
-    try:
-        paths.move_tree(tmp, directory, last=marker)
-    except BaseException:
-        if paths.exists(old) and not paths.exists(directory):
-            paths.move_tree(old, directory, last=marker)
-        raise
-    paths.remove_tree(old)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -176,12 +93,12 @@ def save_variables(directory: str | os.PathLike, variables: Mapping[str, Any],
 
     With several JAX processes every process must call it (Orbax coordinates them); process 0
     does the file-system work."""
-    directory = _abspath(directory)
+    directory = outputs.absolute(directory)
     check_replaceable(directory, force=force)
     primary = _is_primary()
-    tmp, _ = _siblings(directory)
+    tmp = outputs.replacement_path(directory)
     if primary:
-        _prepare(directory)
+        outputs.prepare_replacement(directory)
     _sync("ppsn:save_variables:start")
     try:
         _write_tree(paths.join(tmp, VARIABLES_DIR), {k: v for k, v in variables.items()})
@@ -193,7 +110,7 @@ def save_variables(directory: str | os.PathLike, variables: Mapping[str, Any],
         raise
     _sync("ppsn:save_variables:written")
     if primary:
-        _swap_in(directory)
+        outputs.swap_in(directory, META_FILE)
     _sync("ppsn:save_variables:end")
     return directory
 
@@ -202,14 +119,13 @@ def load_variables(directory: str | os.PathLike) -> tuple[dict, dict]:
     """Read a variables checkpoint; returns ``(variables as numpy arrays, meta)``."""
     import orbax.checkpoint as ocp
 
-    directory = _abspath(directory)
-    tree_dir = paths.path(paths.join(directory, VARIABLES_DIR))
-    meta_path = paths.path(paths.join(directory, META_FILE))
-    if not meta_path.is_file() or not tree_dir.is_dir():
+    directory = outputs.absolute(directory)
+    meta = read_meta(directory)
+    if meta is None:
         raise FileNotFoundError(
             f"{directory}: not a ppsn variables checkpoint (expected {VARIABLES_DIR}/ and {META_FILE})"
         )
-    meta = json.loads(meta_path.read_text())
+    tree_dir = paths.path(paths.join(directory, VARIABLES_DIR))
     with ocp.StandardCheckpointer() as ckptr:
         variables = ckptr.restore(tree_dir)
     variables = _to_numpy(variables)
@@ -227,7 +143,7 @@ def load_weights(path: str | os.PathLike) -> tuple[dict, dict]:
     workdir (its ``best/``, else its latest train checkpoint); returns ``(variables, meta)``
     where ``meta`` records ``path`` (what was read), and ``depth`` / ``num_classes`` when the
     checkpoint says them."""
-    path = _abspath(path)
+    path = outputs.absolute(path)
     for candidate in (path, paths.join(path, BEST_DIR)):
         if paths.exists(paths.join(candidate, META_FILE)):
             variables, meta = load_variables(candidate)
@@ -244,10 +160,20 @@ def saved_steps(workdir: str | os.PathLike) -> list[int]:
     """The steps of the complete train checkpoints in ``workdir/checkpoints``, oldest first
     (locally Orbax renames a finished step into place; in a bucket it writes
     ``commit_success.txt`` into it last)."""
-    train_dir = paths.join(_abspath(workdir), TRAIN_DIR)
+    train_dir = paths.join(outputs.absolute(workdir), TRAIN_DIR)
     remote = paths.is_remote(train_dir)
     return sorted(int(p) for p in paths.listdir(train_dir) if p.isdigit() and (
         not remote or paths.exists(paths.join(train_dir, p, COMMIT_MARKER))))
+
+
+def read_meta(directory: str | os.PathLike) -> dict | None:
+    """The ``ppsn.json`` of the variables checkpoint ``directory``; None if it is not one (no
+    ``ppsn.json`` or no ``variables/``)."""
+    directory = outputs.absolute(directory)
+    meta_path = paths.path(paths.join(directory, META_FILE))
+    if not meta_path.is_file() or not paths.is_dir(paths.join(directory, VARIABLES_DIR)):
+        return None
+    return json.loads(meta_path.read_text())
 
 
 class TrainCheckpointer:
@@ -272,7 +198,7 @@ class TrainCheckpointer:
         import orbax.checkpoint as ocp
 
         self._ocp, self._grain = ocp, grain
-        self.directory = paths.join(_abspath(workdir), TRAIN_DIR)
+        self.directory = paths.join(outputs.absolute(workdir), TRAIN_DIR)
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),

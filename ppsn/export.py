@@ -118,7 +118,7 @@ def export_model(config, variables, output: str, platforms=PLATFORMS,
     OpenVINO model (and model.onnx, which it is made from)."""
     from ppsn import backend, checkpoint, paths
     from ppsn.data import pipeline
-    from ppsn.models import TSN, fold
+    from ppsn.models import fold, tsn
 
     platforms = check_platforms(platforms)
     served = fold.fold_variables(jax.tree.map(np.asarray, variables)) if fold_bn else variables
@@ -126,9 +126,7 @@ def export_model(config, variables, output: str, platforms=PLATFORMS,
     spec = pipeline.clip_spec(config.data, "test")
 
     def infer_with(conv_impl):
-        model = TSN(depth=config.model.depth, num_classes=config.model.num_classes,
-                    dropout_rate=config.model.dropout_rate, dtype=jnp.float32,
-                    conv_impl=conv_impl, fold_bn=fold_bn)
+        model = tsn.from_config(config, jnp.float32, fold_bn=fold_bn).clone(conv_impl=conv_impl)
 
         def infer(weights, frames):
             logits = model.apply(jax.tree.unflatten(treedef, weights), normalize(frames),

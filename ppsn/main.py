@@ -43,7 +43,7 @@ def run(argv) -> int:
         if not FLAGS.workdir:
             raise cli.UserError("--workdir is required for training")
         from ppsn.train import preemption
-        from ppsn.train.loop import train_and_evaluate
+        from ppsn.train_mode import train_and_evaluate
 
         try:
             train_and_evaluate(config, FLAGS.workdir)

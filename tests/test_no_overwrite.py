@@ -8,10 +8,9 @@ import sys
 
 import pytest
 
-from ppsn import cli, preflight, resume_compat
+from ppsn import cli, preflight, resume_compat, train_mode
 from ppsn.cli import ConfigError, UserError
 from ppsn.data import check, toy
-from ppsn.train import loop
 from tests.conftest import REPO_ROOT
 from tests.test_preflight import _config
 
@@ -32,7 +31,7 @@ def test_the_toy_generator_never_fills_a_folder_it_did_not_make(tmp_path):
     with pytest.raises(UserError, match=rf"^--config.data.data_prefix={mine} holds files the toy "
                                         "generator did not write \\(no toy.json\\): refusing .*"
                                         "set --config.data.generate_toy=False"):
-        loop.train_and_evaluate(config, str(tmp_path / "run"))
+        train_mode.train_and_evaluate(config, str(tmp_path / "run"))
     assert _digest(mine) == before and not (tmp_path / "run").exists()
     with pytest.raises(UserError, match=rf"^--output={mine} holds files"):
         toy.generate(str(mine), num_frames=2, videos_per_class={"train": 1, "val": 0, "test": 0})
@@ -58,11 +57,11 @@ def test_a_refused_run_leaves_the_workdir_byte_identical(toy_dir, tmp_path):
     (workdir / "train.log").write_text("an earlier run's log\n")
     before = _digest(workdir)
     with pytest.raises(ConfigError, match=r"--config.optim.base_lr=nan"):
-        loop.train_and_evaluate(_config(toy_dir, **{"optim.base_lr": float("nan")}), str(workdir))
+        train_mode.train_and_evaluate(_config(toy_dir, **{"optim.base_lr": float("nan")}), str(workdir))
     assert _digest(workdir) == before
     new = tmp_path / "new"
     with pytest.raises(ConfigError):
-        loop.train_and_evaluate(_config(toy_dir, **{"optim.base_lr": float("nan")}), str(new))
+        train_mode.train_and_evaluate(_config(toy_dir, **{"optim.base_lr": float("nan")}), str(new))
     assert not new.exists()
 
 
@@ -73,7 +72,7 @@ def test_resuming_refuses_what_changes_shapes_or_the_schedule(toy_dir, tmp_path)
     before = _digest(workdir)
     changed = _config(toy_dir, **{"model.depth": 34, "batch_size": 16, "optim.base_lr": 0.5})
     with pytest.raises(ConfigError) as err:
-        loop.train_and_evaluate(changed, str(workdir))
+        train_mode.train_and_evaluate(changed, str(workdir))
     assert str(err.value) == (
         f"--workdir={workdir} holds checkpoints trained with another config: resuming would "
         "change batch_size 8 -> 16, model.depth 18 -> 34, optim.base_lr 0.02 -> 0.5 (the model's "

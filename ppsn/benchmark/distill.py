@@ -1,7 +1,7 @@
 """``distill``: does ``kd`` help on the toy data? Students alone vs distilled, over several seeds.
 
 On the embedded toy dataset, through the production training entry point
-(``ppsn.train.loop.train_and_evaluate``, what ``python -m ppsn.main`` runs):
+(``ppsn.train_mode.train_and_evaluate``, what ``python -m ppsn.main`` runs):
 
 1. unless ``--teacher`` is given, a teacher is trained once with the toy recipe
    (``configs/pptsn_toy.py``, seed 0, its 30 epochs);
@@ -24,7 +24,6 @@ programs (the steps) from it.
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import os
 import sys
@@ -105,10 +104,9 @@ def teacher_checkpoint(path: str) -> tuple[str, dict]:
     from ppsn import checkpoint
 
     for candidate in (os.path.join(path, checkpoint.BEST_DIR), path):
-        meta = os.path.join(candidate, checkpoint.META_FILE)
-        if os.path.isfile(meta):
-            with open(meta) as f:
-                return os.path.abspath(candidate), json.load(f)
+        meta = checkpoint.read_meta(candidate)
+        if meta is not None:
+            return os.path.abspath(candidate), meta
     raise SystemExit(f"error: --teacher {path}: no ppsn checkpoint there (expected "
                      f"{checkpoint.META_FILE} in it or in its {checkpoint.BEST_DIR}/)")
 
@@ -125,10 +123,11 @@ def summary(values: list[float]) -> dict:
 
 def _train(config, workdir: str) -> tuple[float, float, float]:
     """One run through the production entry point: (best Top-1, last Top-1, wall seconds)."""
-    from ppsn.train import loop, validation
+    from ppsn import train_mode
+    from ppsn.train import validation
 
     start = time.perf_counter()
-    last = loop.train_and_evaluate(config, workdir)
+    last = train_mode.train_and_evaluate(config, workdir)
     wall = time.perf_counter() - start
     return validation.best_top1(workdir), float(last.get("top1", -1.0)), wall
 

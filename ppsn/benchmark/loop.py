@@ -62,6 +62,7 @@ def run(args) -> dict:
     import jax
 
     from ppsn.data import toy
+    from ppsn import train_mode
     from ppsn.train import loop, reporting
 
     devices = jax.device_count()
@@ -71,7 +72,7 @@ def run(args) -> dict:
         toy.generate(data_dir, num_frames=12, width=160, height=120,
                      videos_per_class={"train": per_class, "val": 1, "test": 1})
         config = _config(args, data_dir, devices)
-        run_ = loop.setup(config, os.path.join(tmp, "work"))
+        run_ = train_mode.setup(config, os.path.join(tmp, "work"))
         try:
             state, rng, _ = loop.restore_or_initialize(run_)
             progress = loop.Progress(meter=reporting.Meter(first_step=0), best_top1=-1.0)

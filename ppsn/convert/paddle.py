@@ -1,9 +1,7 @@
 """Import PaddleVideo / PaddleClas ``.pdparams`` checkpoints into ppsn's Flax variables.
 
-``load_pdparams`` reads the pickle **without Paddle and without executing code from the
-file**: the unpickler resolves only the four globals such files reference (numpy's array
-reconstruction under its numpy 1 and numpy 2 module names, ``numpy.ndarray`` and
-``numpy.dtype``) and refuses anything else, naming the file and the forbidden global.
+``load_pdparams`` (:mod:`ppsn.convert.pdparams`) reads the pickle without Paddle and without
+executing code from the file.
 
 ``to_flax`` maps three layouts onto :class:`ppsn.models.TSN` variables, strictly (every
 missing, unexpected or mis-shaped key is listed in one error):
@@ -31,8 +29,6 @@ not given, or it is not a ppsn checkpoint, which is never replaced).
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import io
 import os
 import pickle
 import sys
@@ -40,18 +36,10 @@ from typing import Mapping
 
 import numpy as np
 
-PARAM_NAME_TABLE_KEY = "StructuredToParameterName@@"
+from ppsn.convert.pdparams import (  # noqa: F401  (re-exported: the reader's API)
+    ALLOWED_GLOBALS, PARAM_NAME_TABLE_KEY, UnsafePickleError, load_pdparams)
 
-# (module, name) pairs a .pdparams pickle may reference; nothing else is ever resolved.
-_RECONSTRUCT_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")
-ALLOWED_GLOBALS = frozenset(
-    [(m, "_reconstruct") for m in _RECONSTRUCT_MODULES]
-    + [("numpy", "ndarray"), ("numpy", "dtype")]
-)
-
-
-class UnsafePickleError(pickle.UnpicklingError):
-    """The file references a global outside the allow-list; nothing from it was executed."""
+SHOWN_KEYS = 8
 
 
 class CheckpointMismatchError(ValueError):
@@ -85,75 +73,6 @@ class CheckpointMismatchError(ValueError):
                 more = f", ... ({len(items) - shown} more)" if len(items) > shown else ""
                 parts.append(f"{title}: {', '.join(items[:shown])}{more}")
         return "; ".join([self.diagnosis] + parts)
-
-
-SHOWN_KEYS = 8
-
-
-def _numpy_reconstruct():
-    # numpy 2 moved numpy.core to numpy._core; either spelling in the file maps to the
-    # function of the numpy that is installed.
-    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
-        try:
-            return importlib.import_module(module)._reconstruct
-        except (ImportError, AttributeError):
-            continue
-    raise ImportError("cannot find numpy's multiarray._reconstruct")
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file, path: str):
-        super().__init__(file)
-        self._path = path
-
-    def find_class(self, module, name):
-        if (module, name) not in ALLOWED_GLOBALS:
-            raise UnsafePickleError(
-                f"{self._path}: refusing to load global '{module}.{name}': a .pdparams file "
-                f"may only reference numpy arrays ({', '.join(sorted(m + '.' + n for m, n in ALLOWED_GLOBALS))}); "
-                "the file is not a plain Paddle checkpoint and may be malicious"
-            )
-        if name == "_reconstruct":
-            return _numpy_reconstruct()
-        return getattr(np, name)
-
-    def persistent_load(self, pid):
-        raise UnsafePickleError(f"{self._path}: refusing persistent id {pid!r} in the pickle")
-
-
-def load_pdparams(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a ``.pdparams`` file into ``{structured name: float32 array}`` without Paddle.
-
-    Raises :class:`UnsafePickleError` for any global outside the allow-list (before anything
-    from the file runs), ``FileNotFoundError`` for a missing file and ``ValueError`` naming the
-    file for anything else that is not a dict of numeric arrays.
-    """
-    from ppsn import paths
-
-    path = os.fspath(path)
-    data = paths.path(path).read_bytes()  # local, or gs://
-    try:
-        obj = _RestrictedUnpickler(io.BytesIO(data), path).load()
-    except UnsafePickleError:
-        raise
-    except Exception as e:  # truncated or otherwise broken pickle
-        raise ValueError(f"{path}: not a readable .pdparams pickle ({type(e).__name__}: {e})") from e
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a dict of arrays at the top level, got {type(obj).__name__}")
-    state = {}
-    for key, value in obj.items():
-        if key == PARAM_NAME_TABLE_KEY:
-            continue
-        if not isinstance(key, str):
-            raise ValueError(f"{path}: non-string key {key!r}")
-        if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiu":
-            raise ValueError(
-                f"{path}: entry {key!r} is {type(value).__name__}"
-                f"{'' if not isinstance(value, np.ndarray) else ' of dtype ' + str(value.dtype)}, "
-                "expected a numeric numpy array"
-            )
-        state[key] = value
-    return state
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,20 +166,10 @@ def _flax_path(key: str):
 
 
 def _expected_shapes(depth: int, num_classes: int) -> dict[tuple, tuple]:
-    import jax
-    import jax.numpy as jnp
+    from ppsn.models import tsn
 
-    from ppsn.models import TSN
-
-    model = TSN(depth=depth, num_classes=num_classes)
-    abstract = jax.eval_shape(
-        lambda: model.init(jax.random.key(0), jnp.zeros((1, 1, 32, 32, 3), jnp.float32))
-    )
-    out = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:
-        names = tuple(p.key for p in path)
-        out[(names[0], names[1:])] = tuple(leaf.shape)
-    return out
+    return {(path[0], path[1:]): shape
+            for path, shape in tsn.variable_shapes(depth, num_classes).items()}
 
 
 def held_depth(state: Mapping[str, np.ndarray]) -> int | None:
@@ -274,11 +183,13 @@ def held_depth(state: Mapping[str, np.ndarray]) -> int | None:
 
 def _diagnose(state, layout, depth, missing, unexpected, mismatched) -> str:
     """The first line of a mismatch error: what the file holds against what was asked."""
+    from ppsn import checkpoint_fit
+
     held = held_depth(state)
     what = f"checkpoint (layout {layout})"
-    if held is not None and held != depth:
-        return (f"this {what} holds a ResNet-{held}-vd; you asked for depth {depth} "
-                f"(convert it with --depth {held})")
+    misfit = checkpoint_fit.misfits(f"this {what}", depth, meta={"depth": held}, wants="convert")
+    if misfit:
+        return misfit[0]
     if held is None and any(k.startswith("backbone.bb_") for k in state):
         return (f"this {what} does not match TSN(depth={depth}): its residual blocks fit no "
                 "ResNet-vd depth (18, 34, 50, 101, 152, 200); is it a PP-TSN / ResNet-vd file?")

@@ -33,3 +33,22 @@ def read_label_list(path: str) -> list[str]:
     if sorted(names) != list(range(len(names))):
         raise ValueError(f"{path}: ids must be 0..{len(names) - 1} without gaps")
     return [names[i] for i in range(len(names))]
+
+
+def class_names(path: str, num_classes: int) -> tuple[list[str] | None, str | None]:
+    """``(names of classes 0..num_classes-1, None)`` from the label list ``path`` (the
+    ``data.label_list`` field), or ``(None, the problem)``: unreadable, a class without a name,
+    an id beyond the classes."""
+    try:
+        names = read_label_names(path)
+    except (OSError, ValueError) as e:
+        return None, f"--config.data.label_list: {e}"
+    missing = [i for i in range(num_classes) if i not in names]
+    extra = sorted(i for i in names if not 0 <= i < num_classes)
+    if missing or extra:
+        what = (f"has no name for {len(missing)} of the {num_classes} classes (e.g. id "
+                f"{missing[0]})" if missing else f"has ids beyond the {num_classes} classes "
+                f"(e.g. {extra[0]})")
+        return None, (f"--config.data.label_list={path} {what}: it names {len(names)} "
+                      f"classes, the model has {num_classes} (--config.model.num_classes)")
+    return [names[i] for i in range(num_classes)], None

@@ -102,3 +102,30 @@ def chunked_logits(model: TSN, variables, x, views_per_chunk: int):
     pooled = jax.lax.map(lambda g: model.apply(variables, g, method=TSN.features), groups)
     pooled = pooled.reshape(n, v // c, -1).mean(axis=1)
     return model.apply(variables, pooled, method=TSN.classify)
+
+
+def from_config(config, dtype=None, *, depth: int | None = None, platform: str | None = None,
+                **fields) -> TSN:
+    """The TSN of ``config.model`` (``depth``: another depth, a distillation teacher's) in
+    ``dtype`` (default: the run's compute dtype, ``config.amp``) with the convolutions
+    ``config.model.conv_impl`` resolves to on ``platform`` (default: this backend;
+    :mod:`ppsn.backend`); ``fields`` set other TSN fields (``fold_bn``)."""
+    from ppsn import backend
+
+    m = config.model
+    if dtype is None:
+        dtype = backend.compute_dtype(config.amp)
+    return TSN(depth=m.depth if depth is None else depth, num_classes=m.num_classes,
+               dropout_rate=m.dropout_rate, dtype=dtype,
+               conv_impl=backend.conv_impl(m.conv_impl, platform),
+               sync_bn=m.get("sync_bn", True), **fields)
+
+
+def variable_shapes(depth: int, num_classes: int) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """``{('params', 'backbone', ..., 'kernel'): shape}`` of a ResNet-``depth``-vd TSN's
+    variables (nothing is computed)."""
+    model = TSN(depth=depth, num_classes=num_classes)
+    abstract = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                                 jnp.zeros((1, 1, 32, 32, 3), jnp.float32)))
+    return {tuple(p.key for p in path): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]}

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from ppsn import backend, checkpoint, paths
+from ppsn import checkpoint, checkpoint_fit, paths
 from ppsn.cli import ConfigError
-from ppsn.models import TSN, plan
+from ppsn.models import TSN, tsn
 
 log = logging.getLogger(__name__)
 
@@ -19,12 +19,7 @@ log = logging.getLogger(__name__)
 def build_model(config, dtype=None) -> TSN:
     """The TSN of ``config.model`` in the run's compute dtype (``config.amp``) with the
     convolutions ``config.model.conv_impl`` resolves to on this backend (:mod:`ppsn.backend`)."""
-    if dtype is None:
-        dtype = backend.compute_dtype(config.amp)
-    return TSN(depth=config.model.depth, num_classes=config.model.num_classes,
-               dropout_rate=config.model.dropout_rate, dtype=dtype,
-               conv_impl=backend.conv_impl(config.model.conv_impl),
-               sync_bn=config.model.get("sync_bn", True))
+    return tsn.from_config(config, dtype)
 
 
 def scratch_variables(model: TSN, seed: int, size: int = 32):
@@ -49,13 +44,10 @@ def merge_loaded(initial, loaded, source: str):
     problems += [f"{'/'.join(p)}: {load_flat[p].shape} vs model {init_flat[p].shape}"
                  for p in sorted(body_init & body_loaded) if load_flat[p].shape != init_flat[p].shape]
     if problems:
-        held = plan.depth_of_variables(loaded)
-        model = plan.depth_of_variables(initial)
-        if held is not None and held != model:
-            diagnosis = (f"{source} holds a ResNet-{held}-vd; the model is a ResNet-{model}-vd "
-                         f"(--config.model.depth={model})")
-        else:
-            diagnosis = f"{source} does not fit the model's backbone ({len(problems)} differences)"
+        model = checkpoint_fit.held_model(initial)[0]
+        diagnosis = (checkpoint_fit.misfits(source, model, variables=loaded, wants="model")
+                     or [f"{source} does not fit the model's backbone ({len(problems)} "
+                         "differences)"])[0]
         shown = problems[:8] + ([f"... ({len(problems) - 8} more)"] if len(problems) > 8 else [])
         raise ConfigError(f"{diagnosis}:\n  " + "\n  ".join(shown))
     merged = dict(init_flat)

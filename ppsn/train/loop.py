@@ -1,8 +1,8 @@
 """The training loop, in its phases: set up, restore or initialize, then per step: log,
 validate and keep the best, checkpoint.
 
-``train_and_evaluate(config, workdir)`` is what ``python -m ppsn.main`` runs; notebooks and
-tests call it directly. Resuming is automatic: if ``workdir/checkpoints`` holds a checkpoint,
+``python -m ppsn.main`` runs ``train_and_evaluate`` through :mod:`ppsn.train_mode` (the
+pre-flight). Resuming is automatic: if ``workdir/checkpoints`` holds a checkpoint,
 the run continues from it (train state, rng and the Grain iterator position), before any
 ``init_from`` / ``pretrained`` option is looked at. What differs between objectives (plain,
 ``kd``, ``dml``) is the task's (:mod:`ppsn.train.tasks`), never the loop's.
@@ -27,7 +27,7 @@ from typing import Any
 
 import jax
 
-from ppsn import (backend, checkpoint, compilation, parallel, paths, preflight, shared_workdir,
+from ppsn import (backend, checkpoint, compilation, parallel, paths, shared_workdir,
                   workdir_lock)
 from ppsn.data import pipeline, toy
 from ppsn.train import preemption, prefetch, reporting, steps, tasks, validation
@@ -74,10 +74,10 @@ class Progress:
     device_wait_s: float = 0.0
 
 
-def setup(config, workdir: str, claim=None) -> Run:
+def setup(config, workdir: str, inputs_for, claim=None) -> Run:
     """Data, task, compiled steps, the data iterator, the checkpointer and the writer. Nothing
-    is written into ``workdir`` before the pre-flight passed; then ``claim(workdir)`` (if
-    given) takes it (the lock, ``train.log``)."""
+    is written into ``workdir`` before ``inputs_for(devices, workdir)`` (the pre-flight) passed;
+    then ``claim(workdir)`` (if given) takes it (the lock, ``train.log``)."""
     parallel.initialize_distributed()
     workdir = os.fspath(paths.absolute(workdir))
     if jax.process_index() == 0:
@@ -92,7 +92,7 @@ def setup(config, workdir: str, claim=None) -> Run:
              parallel.describe(mesh), jax.numpy.dtype(backend.compute_dtype(config.amp)).name,
              backend.conv_impl(config.model.conv_impl), config.batch_size,
              f"{config.batch_size / mesh.devices.size:g}")
-    inputs = preflight.check(config, "train", mesh.devices.size, workdir=workdir)
+    inputs = inputs_for(mesh.devices.size, workdir)
     if claim is not None:
         claim(workdir)
     workdir = os.fspath(paths.makedirs(workdir))
@@ -220,7 +220,7 @@ def save_checkpoint(run: Run, progress: Progress, state, rng, done: int, positio
     reporting.push_logs()
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
+def train_and_evaluate(config, workdir: str, inputs_for) -> dict:
     """Train (and validate) per ``config``; returns the last validation metrics (or {}).
 
     The log goes to stdout and is appended to ``WORKDIR/train.log``; with several processes
@@ -234,12 +234,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                                      f"--workdir={workdir}"))
             logs.open_file()
 
-        return _train_and_evaluate(config, workdir, claim)
+        return _train_and_evaluate(config, workdir, inputs_for, claim)
 
 
-def _train_and_evaluate(config, workdir: str, claim) -> dict:
+def _train_and_evaluate(config, workdir: str, inputs_for, claim) -> dict:
     compiles = compilation.CompileCounter().open()
-    run = setup(config, workdir, claim)
+    run = setup(config, workdir, inputs_for, claim)
     state, rng, start = restore_or_initialize(run)
     log.info("training %s: %d videos, %d steps per epoch, %d steps, global batch %d on %d "
              "devices (%d processes)", type(run.task.model).__name__, run.num_videos,

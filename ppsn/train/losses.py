@@ -88,3 +88,15 @@ def dml_loss(a_logits, b_logits, temperature: float):
     """Per-example symmetric ``T^2 (KL(a || b) + KL(b || a)) / 2``: gradients reach both."""
     return temperature ** 2 * 0.5 * (kl_divergence(a_logits, b_logits, temperature)
                                      + kl_divergence(b_logits, a_logits, temperature))
+
+
+def loss_problems(loss_cfg) -> list[str]:
+    """Every problem of the ``loss`` section's values."""
+    from ppsn.checks import Problems, finite
+
+    problems = Problems()
+    problems.need(finite(loss_cfg.label_smoothing) and 0 <= loss_cfg.label_smoothing < 1,
+                  f"--config.loss.label_smoothing={loss_cfg.label_smoothing!r}: must be in [0, 1)")
+    problems.need(finite(loss_cfg.mixup_alpha) and loss_cfg.mixup_alpha >= 0,
+                  f"--config.loss.mixup_alpha={loss_cfg.mixup_alpha!r}: must be finite and >= 0")
+    return problems

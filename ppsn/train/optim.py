@@ -93,3 +93,26 @@ def make_optimizer(optim_cfg, params, num_epochs: float, steps_per_epoch: int) -
         scale_by_tree(lr_multipliers(params, optim_cfg.fc_weight_lr_mult, optim_cfg.fc_bias_lr_mult)),
         optax.scale_by_learning_rate(schedule),
     )
+
+
+def schedule_problems(config) -> list[str]:
+    """Every problem of the schedule's and the optimizer's config values (``num_epochs``,
+    ``optim.*``)."""
+    from ppsn.checks import Problems, finite
+
+    problems, o = Problems(), config.optim
+    need = problems.need
+    need(isinstance(config.num_epochs, int) and config.num_epochs >= 1,
+         f"--config.num_epochs={config.num_epochs!r}: must be an integer >= 1")
+    need(finite(o.base_lr) and o.base_lr > 0,
+         f"--config.optim.base_lr={o.base_lr!r}: the learning rate must be finite and > 0")
+    need(finite(o.warmup_start_lr) and o.warmup_start_lr >= 0,
+         f"--config.optim.warmup_start_lr={o.warmup_start_lr!r}: must be finite and >= 0")
+    need(finite(o.warmup_epochs) and o.warmup_epochs >= 0,
+         f"--config.optim.warmup_epochs={o.warmup_epochs!r}: must be finite and >= 0")
+    need(finite(o.momentum) and 0 <= o.momentum < 1,
+         f"--config.optim.momentum={o.momentum!r}: must be in [0, 1)")
+    for field in ("weight_decay", "fc_weight_lr_mult", "fc_bias_lr_mult"):
+        need(finite(o[field]) and o[field] >= 0,
+             f"--config.optim.{field}={o[field]!r}: must be finite and >= 0")
+    return problems

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppsn import backend, checkpoint, paths
+from ppsn import checkpoint, checkpoint_fit, paths
 from ppsn.train import initialize, losses
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,11 @@ class Task:
     def describe(self) -> str:
         return f"{self.name} training of ResNet{self.config.model.depth}-vd TSN"
 
+    @classmethod
+    def loads_teacher(cls, resuming: bool) -> bool:
+        """Whether a run (resuming or not) reads ``distill.teacher_checkpoint``."""
+        return False
+
 
 def serving_variables(variables: dict, serving_key: str | None) -> dict:
     """``{'params', 'batch_stats'}`` of the served model in a state's variables."""
@@ -113,12 +118,9 @@ def serving_variables(variables: dict, serving_key: str | None) -> dict:
 
 
 def teacher_model(config, dtype):
-    from ppsn.models import TSN
+    from ppsn.models import tsn
 
-    return TSN(depth=config.distill.teacher_depth, num_classes=config.model.num_classes,
-               dropout_rate=config.model.dropout_rate, dtype=dtype,
-               conv_impl=backend.conv_impl(config.model.conv_impl),
-               sync_bn=config.model.get("sync_bn", True))
+    return tsn.from_config(config, dtype, depth=config.distill.teacher_depth)
 
 
 def load_teacher_variables(config, teacher) -> dict:
@@ -131,14 +133,14 @@ def load_teacher_variables(config, teacher) -> dict:
             f"directory or convert a PaddleVideo model with: python -m ppsn.convert.paddle "
             f"--pdparams FILE --depth {config.distill.teacher_depth} --output {path}")
     loaded, meta = checkpoint.load_variables(path)
-    if "depth" in meta and int(meta["depth"]) != teacher.depth:
-        raise ValueError(f"{path} holds a ResNet{meta['depth']}-vd but "
-                         f"--config.distill.teacher_depth={teacher.depth}")
-    head = loaded.get("params", {}).get("fc", {}).get("bias")
-    if head is None or head.shape[0] != teacher.num_classes:
-        got = "no classifier" if head is None else f"{head.shape[0]} classes"
-        raise ValueError(f"the teacher {path} has {got}; the student has {teacher.num_classes}: "
-                         "a kd teacher must be a full model of the same classes")
+    problems = checkpoint_fit.misfits(path, teacher.depth, teacher.num_classes, meta=meta,
+                                      variables=loaded, wants="teacher")
+    if problems:
+        raise ValueError(problems[0])
+    if loaded.get("params", {}).get("fc", {}).get("bias") is None:
+        raise ValueError(f"the teacher {path} has no classifier; the student has "
+                         f"{teacher.num_classes}: a kd teacher must be a full model of the same "
+                         "classes")
     fresh = initialize.scratch_variables(teacher, 0)
     return initialize.merge_loaded(fresh, loaded, path)
 
@@ -148,6 +150,10 @@ class KdTask(Task):
 
     name = "kd"
     log_parts = ("ce", "kd")
+
+    @classmethod
+    def loads_teacher(cls, resuming: bool) -> bool:
+        return True  # frozen: read by every run, never saved
 
     def __init__(self, config, dtype=None, teacher_variables=None):
         super().__init__(config, dtype)
@@ -179,6 +185,10 @@ class DmlTask(Task):
     name = "dml"
     serving_key = STUDENT
     log_parts = ("ce", "ce_teacher", "dml")
+
+    @classmethod
+    def loads_teacher(cls, resuming: bool) -> bool:
+        return not resuming  # a resumed run's teacher is in its train state
 
     def __init__(self, config, dtype=None):
         super().__init__(config, dtype)
@@ -234,18 +244,36 @@ def pair_variables(student: dict, teacher: dict) -> dict:
 TASKS = {"": Task, "kd": KdTask, "dml": DmlTask}
 
 
+def distill_problems(config) -> list[str]:
+    """Every problem of the config's ``distill`` section (empty: the task can be built)."""
+    from ppsn.checks import Problems, finite
+    from ppsn.models.plan import STAGE_BLOCKS
+
+    d, problems = config.distill, Problems()
+    if not problems.need(d.mode in TASKS, f"--config.distill.mode must be one of "
+                         f"{', '.join(repr(m) for m in TASKS if m)} or '' (off), got {d.mode!r}"):
+        return problems
+    problems.need(d.mode != "kd" or bool(d.teacher_checkpoint),
+                  "--config.distill.mode=kd needs --config.distill.teacher_checkpoint (a ppsn "
+                  "checkpoint such as a run's best/, or a converted PaddleVideo model)")
+    if d.mode:
+        problems.need(finite(d.temperature) and d.temperature > 0,
+                      f"--config.distill.temperature={d.temperature!r}: must be finite and > 0")
+        problems.need(finite(d.weight) and d.weight >= 0,
+                      f"--config.distill.weight={d.weight!r}: must be finite and >= 0")
+        problems.need(d.teacher_depth in STAGE_BLOCKS, f"--config.distill.teacher_depth="
+                      f"{d.teacher_depth!r}: ResNet-vd depths are "
+                      f"{', '.join(map(str, STAGE_BLOCKS))}")
+    return problems
+
+
 def task_class(config) -> type[Task]:
-    """The task class the config's ``distill`` section asks for; checks that section."""
-    d = config.distill
-    if d.mode not in TASKS:
-        raise ValueError(f"--config.distill.mode must be one of "
-                         f"{', '.join(repr(m) for m in TASKS if m)} or '' (off), got {d.mode!r}")
-    if d.mode == "kd" and not d.teacher_checkpoint:
-        raise ValueError("--config.distill.mode=kd needs --config.distill.teacher_checkpoint (a "
-                         "ppsn checkpoint such as a run's best/, or a converted PaddleVideo model)")
-    if d.mode and d.temperature <= 0:
-        raise ValueError(f"--config.distill.temperature must be > 0, got {d.temperature}")
-    return TASKS[d.mode]
+    """The task class the config's ``distill`` section asks for; checks that section
+    (``ValueError``: its first problem)."""
+    problems = distill_problems(config)
+    if problems:
+        raise ValueError(problems[0])
+    return TASKS[config.distill.mode]
 
 
 def make_task(config, dtype=None, **kwargs) -> Task:

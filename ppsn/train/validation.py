@@ -3,7 +3,6 @@ exactly once) and keeping the best model in ``WORKDIR/best``."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
@@ -40,10 +39,8 @@ def validate(eval_fn, state, source, spec, global_batch, mesh, loader=None,
 
 def best_top1(workdir: str) -> float:
     """The Top-1 of the model in ``WORKDIR/best`` (-1 when there is none yet)."""
-    meta = paths.path(paths.join(os.fspath(workdir), checkpoint.BEST_DIR, checkpoint.META_FILE))
-    if meta.exists():
-        return float(json.loads(meta.read_text()).get("top1", -1.0))
-    return -1.0
+    meta = checkpoint.read_meta(paths.join(os.fspath(workdir), checkpoint.BEST_DIR)) or {}
+    return float(meta.get("top1", -1.0))
 
 
 def keep_best(workdir: str, task, state, metrics: dict, best: float, epoch: int, step: int

@@ -102,9 +102,8 @@ def test_bad_inputs_are_one_line_errors_and_nothing_is_overwritten(tree, tmp_pat
 
 def test_three_commands_from_a_folder_of_videos_to_a_trained_model(tree, tmp_path, capsys):
     """The README's: make_lists, train on the lists (the toy recipe), TenCrop test."""
-    from ppsn import test_mode
+    from ppsn import test_mode, train_mode
     from ppsn.recipe import toy_config
-    from ppsn.train import loop
 
     root, lists = tree[0], tmp_path / "lists"
     assert make_lists.main(["--root", str(root), "--output_dir", str(lists),
@@ -120,7 +119,7 @@ def test_three_commands_from_a_folder_of_videos_to_a_trained_model(tree, tmp_pat
     config.model.num_classes = 10
     config.data.short_size, config.data.target_size, config.data.test_num_seg = 40, 32, 1
     config.batch_size, config.valid_batch_size, config.num_epochs = 8, 10, 1
-    last = loop.train_and_evaluate(config, str(tmp_path / "run"))
+    last = train_mode.train_and_evaluate(config, str(tmp_path / "run"))
     assert last["count"] == 10 and (tmp_path / "run" / "best").is_dir()
     summary = test_mode.run_test(config, str(tmp_path / "run" / "best"), str(tmp_path / "test"))
     assert summary["count"] == 10 and summary["failed"] == 0

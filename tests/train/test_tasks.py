@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from ppsn import checkpoint, parallel
+from ppsn import checkpoint, parallel, train_mode
 from ppsn.recipe import toy_config
 from ppsn.train import initialize, loop, steps, tasks
 
@@ -70,7 +70,7 @@ def test_phases_set_up_initialize_checkpoint_and_resume(toy_dir, tmp_path):
     config.batch_size, config.valid_batch_size = 8, 10
     workdir = str(tmp_path / "run")
 
-    run = loop.setup(config, workdir)
+    run = train_mode.setup(config, workdir)
     assert (run.steps_per_epoch, run.total_steps) == (30 // 8, 2 * (30 // 8))
     state, rng, start = loop.restore_or_initialize(run)
     assert start == 0 and int(state.step) == 0
@@ -88,7 +88,7 @@ def test_phases_set_up_initialize_checkpoint_and_resume(toy_dir, tmp_path):
     next_batch = next(run.data_iter)
     run.ckpt.close()
 
-    again = loop.setup(config, workdir)
+    again = train_mode.setup(config, workdir)
     state2, _, start2 = loop.restore_or_initialize(again)
     assert start2 == 1 and int(state2.step) == 1
     for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(jax.device_get(state2.params))):
