@@ -1,4 +1,4 @@
-"""Every command in the README's ``bash`` blocks is exercised.
+"""Every command in the README's ``bash`` blocks and tables is exercised.
 
 Each command must match one rule of ``RULES``; a command no rule covers fails the test, so the
 README cannot gain an unchecked command. Per rule:
@@ -127,6 +127,8 @@ def readme_commands():
             line = re.sub(r"\s+#.*$", "", line).strip()
             if line and not line.startswith("#"):
                 commands += [c.strip() for c in line.split(" && ")]
+    for row in re.findall(r"^\|.*$", README, re.M):  # tables give commands too (Benchmarks)
+        commands += re.findall(r"`((?:[A-Z_]+=\S+ )*python -m ppsn[^`]*)`", row)
     return commands
 
 
