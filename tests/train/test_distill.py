@@ -174,6 +174,7 @@ def test_a_kd_step_pulls_the_students_logits_toward_the_teachers():
                                                                      after_plain)
 
 
+@pytest.mark.slow
 def test_toy_kd_run_logs_both_losses_and_leaves_the_teacher_untouched(toy_dir, tmp_path):
     """A real kd run (the toy distill config's path) from a teacher checkpoint: the log shows
     ce and kd, the student is served, and the teacher on disk stays bit-identical."""
