@@ -68,6 +68,7 @@ def tpu():
             for sync in (True, False)}
 
 
+@pytest.mark.slow
 def test_toy_train_step_compiles_for_v5e_2x2(tpu):
     result = tpu[True]
     assert set(FIELDS) <= set(result), set(FIELDS) - set(result)
@@ -81,6 +82,7 @@ def test_toy_train_step_compiles_for_v5e_2x2(tpu):
     assert set(reduces) == {"f32"}, reduces  # no bf16 gradient all-reduce
 
 
+@pytest.mark.slow
 def test_toy_per_device_batch_norm_on_v5e_keeps_few_all_reduces(tpu):
     sync, local = _all_reduces(tpu[True]), _all_reduces(tpu[False])
     assert set(local) == {"f32"}
@@ -88,6 +90,7 @@ def test_toy_per_device_batch_norm_on_v5e_keeps_few_all_reduces(tpu):
     assert local["f32"]["bytes"] < sync["f32"]["bytes"]
 
 
+@pytest.mark.slow
 def test_toy_train_step_compiles_for_8_h100_in_bf16():
     _require("jax_plugins.xla_cuda12", "pip install 'ppsn[gpu-compile]'")
     result = _aot("--topology", "8xh100", "--config.amp=true")

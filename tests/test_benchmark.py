@@ -161,6 +161,7 @@ def _json(path):
     return json.loads(path.read_text())
 
 
+@pytest.mark.slow
 def test_distill_benchmark_trains_a_teacher_and_pairs_the_students_of_each_seed(toy_dir,
                                                                                  tmp_path):
     """Tiny (R18 at 32 px, 1 epoch, 2 seeds): the reported figures are those of the real runs

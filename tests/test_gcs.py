@@ -161,6 +161,7 @@ def _state(step_dir):
         return ckptr.restore(paths.path(paths.join(step_dir, "state")))
 
 
+@pytest.mark.slow
 def test_a_run_in_a_bucket_killed_and_resumed_matches_a_local_run(toy_dir, gcs_dir, tmp_path):
     """Data (a list-file dataset whose data_prefix is a bucket) and workdir in the bucket: killed
     after its first checkpoints and started again, the run resumes from the bucket and ends

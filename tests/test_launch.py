@@ -7,6 +7,8 @@ import subprocess
 import tarfile
 import time
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 
 
@@ -40,6 +42,7 @@ def test_dry_runs_print_what_would_run():
     assert _bash("launch/tpu_vm.sh", "--tpu", "t").returncode == 2
 
 
+@pytest.mark.slow
 def test_two_local_processes_train_validate_and_checkpoint(toy_dir, tmp_path):
     t = toy_dir
     flags = [f"--config.data.data_prefix={t}", f"--config.data.train_list={t}/train_frames.list",

@@ -47,6 +47,7 @@ def _ppsn_importable(monkeypatch):
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p))
 
 
+@pytest.mark.slow
 def test_quickstart_notebook(tmp_path):
     nb = _execute("quickstart.ipynb", {
         "WORKDIR": str(tmp_path / "run"), "DATA_DIR": str(tmp_path / "toy"),

@@ -23,6 +23,17 @@ the distinct frames the clips sample; frames only; ``video_bytes``: all the vide
 for videos, ``ms_per_clip_by_gop``.
 The machine's ``load_average`` is reported too: on a shared machine the figures are only
 comparable within one command.
+
+Measured on the project's 2-core AMD EPYC (AVX2 only, 2026-11-29): a worker makes train clips at
+about its in-process rate (1.6-2.3 ms CPU per clip); with 2 workers the machine is busy 1.96-2.01
+cores and the main process takes ~5% of a core (0.075 ms per train clip), so the 2-vs-1 ceiling
+there is ~1.9x. The same clip's CPU time drifted by up to 50% within a minute on that VM, hence
+medians of back-to-back repeats run in alternating order. Test mode at one video per batch gave
+1.67-1.77x with 2 workers (8 videos per batch: ~1.9x). Before the ring hand-over
+(:mod:`ppsn.data.handoff`) and retained memory (:mod:`ppsn.data.host_memory`) one worker made
+~335 train clips/s and 31 test videos/s, its pages faulted afresh for every batch (~5 ms per
+3.6 MB batch). From long-GOP videos a GPU's 1,000-1,600 clips/s would take 55-90 cores: prepare
+``frames`` for such runs.
 """
 
 from __future__ import annotations

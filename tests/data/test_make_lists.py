@@ -100,6 +100,7 @@ def test_bad_inputs_are_one_line_errors_and_nothing_is_overwritten(tree, tmp_pat
     assert len(_read(out, "train")) == 50 and len(_read(out, "val")) == 10
 
 
+@pytest.mark.slow
 def test_three_commands_from_a_folder_of_videos_to_a_trained_model(tree, tmp_path, capsys):
     """The README's: make_lists, train on the lists (the toy recipe), TenCrop test."""
     from ppsn import test_mode, train_mode

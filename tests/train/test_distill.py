@@ -13,8 +13,9 @@ from ppsn import checkpoint, parallel
 from ppsn.checkpoint import load_weights
 from ppsn.recipe import pptsn_config
 from ppsn.data.transforms import normalize
-from ppsn.train import initialize, losses, optim, steps, tasks
+from ppsn.train import initialize, losses, optim, tasks
 from tests.conftest import REPO_ROOT
+from tests.train.conftest import build_toy_step
 from tests.train.test_loop import _tiny_flags
 
 
@@ -77,14 +78,8 @@ def _kd_setup(mode):
         task = tasks.DmlTask(config)
         variables = tasks.pair_variables(
             jax.tree.map(np.asarray, initialize.scratch_variables(task.model, 0)), t_vars)
-    cfg = steps.step_config(task, config, steps_per_epoch=10)
-    mesh = parallel.make_mesh()
-    train, evaluate = steps.jit_steps(cfg, mesh)
-    state = jax.device_put(steps.create_state(variables, cfg.tx), parallel.replicated(mesh))
-    data = np.random.default_rng(0)
-    batch = {"frames": data.integers(0, 256, (4, 2, 32, 32, 3), dtype=np.uint8),
-             "label": np.array([1, 2, 3, 4], np.int32), "mask": np.array([1, 1, 1, 0], bool)}
-    return train, evaluate, state, batch, mesh, t_vars, variables
+    s = build_toy_step(task, config, variables)
+    return s.train, s.evaluate, s.state, s.batch, s.mesh, t_vars, variables
 
 
 def test_kd_step_keeps_the_teacher_frozen_and_out_of_the_optimizer():
@@ -153,7 +148,6 @@ def test_a_kd_step_pulls_the_students_logits_toward_the_teachers():
     data = np.random.default_rng(0)
     frames = data.integers(0, 256, (8, 2, 32, 32, 3), dtype=np.uint8)
     labels = data.integers(0, 10, 8).astype(np.int32)
-    mesh = parallel.make_mesh()
     kd_task = tasks.KdTask(config, teacher_variables=t_vars)
 
     @jax.jit
@@ -168,11 +162,9 @@ def test_a_kd_step_pulls_the_students_logits_toward_the_teachers():
         return float(kd_term(params, batch_stats))
 
     def one_step(task):
-        cfg = steps.step_config(task, config, steps_per_epoch=10)
-        train, _ = steps.jit_steps(cfg, mesh)
-        state = jax.device_put(steps.create_state(student, cfg.tx), parallel.replicated(mesh))
-        state, _ = train(state, parallel.to_global({"frames": frames, "label": labels}, mesh),
-                         jax.random.PRNGKey(0))
+        s = build_toy_step(task, config, student)
+        state, _ = s.train(s.state, parallel.to_global({"frames": frames, "label": labels},
+                                                       s.mesh), jax.random.PRNGKey(0))
         return jax.device_get(state.params), jax.device_get(state.batch_stats)
 
     before = distance(student["params"], student["batch_stats"])
@@ -182,6 +174,7 @@ def test_a_kd_step_pulls_the_students_logits_toward_the_teachers():
                                                                      after_plain)
 
 
+@pytest.mark.slow
 def test_toy_kd_run_logs_both_losses_and_leaves_the_teacher_untouched(toy_dir, tmp_path):
     """A real kd run (the toy distill config's path) from a teacher checkpoint: the log shows
     ce and kd, the student is served, and the teacher on disk stays bit-identical."""

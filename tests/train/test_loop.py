@@ -117,6 +117,7 @@ def test_kill_and_resume_ends_bit_identical(toy_dir, tmp_path, straight):
     _assert_same_final_state(straight, killed)
 
 
+@pytest.mark.slow
 def test_toy_run_learns_keeps_the_best_model_and_logs(full_toy_dir, tmp_path):
     workdir = tmp_path / "run"
     cmd = _tiny_flags(full_toy_dir, workdir, num_epochs=20, batch_size=32, valid_batch_size=40,

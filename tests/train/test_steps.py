@@ -12,6 +12,7 @@ from ppsn import parallel
 from ppsn.recipe import pptsn_config
 from ppsn.train import steps, tasks
 from tests.conftest import REPO_ROOT
+from tests.train.conftest import build_toy_step
 
 
 def _setup(amp, **overrides):
@@ -22,16 +23,8 @@ def _setup(amp, **overrides):
         section, field = key.split(".")
         config[section][field] = value
     task = tasks.Task(config)
-    model = task.model
-    variables = jax.tree.map(np.asarray, task.scratch_variables(0))
-    cfg = steps.step_config(task, config, steps_per_epoch=10)
-    mesh = parallel.make_mesh()
-    train, evaluate = steps.jit_steps(cfg, mesh)
-    state = jax.device_put(steps.create_state(variables, cfg.tx), parallel.replicated(mesh))
-    data = np.random.default_rng(0)
-    batch = {"frames": data.integers(0, 256, (4, 2, 32, 32, 3), dtype=np.uint8),
-             "label": np.array([1, 2, 3, 4], np.int32), "mask": np.array([1, 1, 1, 0], bool)}
-    return model, train, evaluate, state, batch, mesh
+    s = build_toy_step(task, config, jax.tree.map(np.asarray, task.scratch_variables(0)))
+    return task.model, s.train, s.evaluate, s.state, s.batch, s.mesh
 
 
 def test_bf16_compute_keeps_float32_state():

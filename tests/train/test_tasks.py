@@ -6,7 +6,7 @@ import pytest
 
 from ppsn import checkpoint, parallel, train_mode
 from ppsn.recipe import toy_config
-from ppsn.train import initialize, loop, steps, tasks
+from ppsn.train import initialize, loop, tasks
 
 
 def _config(mode="", teacher_checkpoint=""):
@@ -28,18 +28,12 @@ def teacher_dir(tmp_path_factory):
 
 
 @pytest.mark.parametrize("mode", ["", "kd", "dml"])
-def test_every_task_trains_evaluates_and_serves_a_plain_tsn(mode, teacher_dir):
+def test_every_task_trains_evaluates_and_serves_a_plain_tsn(mode, teacher_dir, toy_step):
     config = _config(mode, teacher_dir if mode == "kd" else "")
     task = tasks.make_task(config)
     assert task.name == {"": "plain", "kd": "kd", "dml": "dml"}[mode]
-    mesh = parallel.make_mesh()
-    cfg = steps.step_config(task, config, steps_per_epoch=5)
-    train, evaluate = steps.jit_steps(cfg, mesh)
-    variables = task.initial_variables()
-    state = jax.device_put(steps.create_state(variables, cfg.tx), parallel.replicated(mesh))
-    data = np.random.default_rng(0)
-    batch = {"frames": data.integers(0, 256, (4, 2, 32, 32, 3), dtype=np.uint8),
-             "label": np.array([1, 2, 3, 4], np.int32), "mask": np.array([1, 1, 1, 0], bool)}
+    s = toy_step(task, config, task.initial_variables(), steps_per_epoch=5)
+    train, evaluate, state, batch, mesh = s.train, s.evaluate, s.state, s.batch, s.mesh
     state, metrics = train(state, parallel.to_global(
         {k: batch[k] for k in ("frames", "label")}, mesh), jax.random.PRNGKey(0))
     m = parallel.to_host(metrics)
