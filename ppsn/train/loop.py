@@ -111,7 +111,8 @@ def setup(config, workdir: str, claim=None) -> Run:
     task = tasks.make_task(config)
     log.info(task.describe())
     step_cfg = steps.step_config(task, config, steps_per_epoch)
-    train_fn, eval_fn = steps.jit_steps(step_cfg, mesh)
+    train_fn, _ = steps.jit_steps(step_cfg, mesh)
+    eval_fn = steps.jit_eval(step_cfg, mesh)
     # Each process appends to its own log; in a bucket, to a local copy pushed at checkpoints.
     skip_log = paths.Mirror(paths.join(workdir, f"bad_samples.process{jax.process_index()}.jsonl"))
     train_spec = pipeline.clip_spec(config.data, "train")
