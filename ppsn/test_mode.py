@@ -12,7 +12,8 @@ it, so 1 video on 8 devices is not scored beside 63 padding videos). Batches are
 steps and no video is dropped or counted twice, whatever the device and process counts. One
 jitted function scores a batch and returns its rows' index, label and flags with the scores, so
 the run compiles the same programs for 30 videos or 30,000 (``summary.json`` records the count);
-each batch's results are fetched while the device computes the next one. How many views go
+each batch's results are fetched while the device computes the next one
+(:func:`ppsn.evaluation.scoring.score_dataset`, validation's path too). How many views go
 through the model per call is :func:`ppsn.backend.views_per_call`'s (``data.test_views_per_chunk``).
 Outputs, beside each other in the output directory:
 
