@@ -76,7 +76,7 @@ def fuse_runs(runs, weights) -> score_files.RunScores:
 
 def run(args) -> int:
     from ppsn import checkpoint
-    from ppsn.test_mode import _write_reports
+    from ppsn.evaluation.reports import write_reports
 
     weights = parse_weights(args.weights, len(args.runs))
     runs = load_runs(args.runs)
@@ -99,8 +99,8 @@ def run(args) -> int:
     pred = np.where(fused.failed, -1, np.nan_to_num(fused.scores, nan=-1).argmax(-1))
     with checkpoint.replacing(args.output_dir, force=args.force, marker="summary.json",
                               kind="ppsn test report") as tmp:
-        _write_reports(tmp, [str(v) for v in fused.video_id], fused.label, pred, fused.scores,
-                       fused.failed, names, summary)
+        write_reports(tmp, [str(v) for v in fused.video_id], fused.label, pred, fused.scores,
+                      fused.failed, names, summary)
         score_files.write(tmp, fused)
     print(f"Top-1: {summary['top1']:.4f}  Top-5: {summary['top5']:.4f}  "
           f"mean class Top-1: {summary['mean_class_top1']:.4f}  ({summary['count']} videos, "

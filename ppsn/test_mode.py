@@ -12,7 +12,8 @@ it, so 1 video on 8 devices is not scored beside 63 padding videos). Batches are
 steps and no video is dropped or counted twice, whatever the device and process counts. One
 jitted function scores a batch and returns its rows' index, label and flags with the scores, so
 the run compiles the same programs for 30 videos or 30,000 (``summary.json`` records the count);
-each batch's results are fetched while the device computes the next one. How many views go
+each batch's results are fetched while the device computes the next one
+(:func:`ppsn.evaluation.scoring.score_dataset`, validation's path too). How many views go
 through the model per call is :func:`ppsn.backend.views_per_call`'s (``data.test_views_per_chunk``).
 Outputs, beside each other in the output directory:
 
@@ -28,9 +29,7 @@ Outputs, beside each other in the output directory:
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import json
 import logging
 
@@ -41,7 +40,7 @@ from tqdm import tqdm
 from ppsn import backend, checkpoint, compilation, parallel, paths, preflight, workdir_lock
 from ppsn.data import pipeline
 from ppsn.data.transforms import normalize, ten_crop_on_device
-from ppsn.evaluation import metrics
+from ppsn.evaluation import metrics, reports, scoring
 from ppsn.evaluation import scores as score_files
 from ppsn.models import chunked_logits
 from ppsn.train import initialize, losses
@@ -49,15 +48,12 @@ from ppsn.train import initialize, losses
 log = logging.getLogger(__name__)
 
 
-ROW_KEYS = ("index", "label", "mask", "failed")  # per-video fields the scores come back with
-
-
 def score_fn(model, mesh, spec, views_per_chunk: int = 0):
     """jitted ``score(variables, batch)``: ``{'scores': softmax over classes}`` for a (global)
-    batch, plus the batch's ``ROW_KEYS`` present, all replicated: every process sees every
-    row. With ``spec.device_crops`` the TenCrop views are cut here from ``batch['frames']``
-    and ``batch['hw']``. ``views_per_chunk > 0`` runs the views of each video that many at a
-    time (:func:`ppsn.models.chunked_logits`); 0 runs the whole batch in one call."""
+    batch, plus the batch's :data:`ppsn.evaluation.scoring.ROW_KEYS` present, all replicated:
+    every process sees every row. With ``spec.device_crops`` the TenCrop views are cut here from
+    ``batch['frames']`` and ``batch['hw']``. ``views_per_chunk > 0`` runs the views of each video
+    that many at a time (:func:`ppsn.models.chunked_logits`); 0 runs the whole batch in one call."""
     rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
 
     def score(variables, batch):
@@ -68,10 +64,9 @@ def score_fn(model, mesh, spec, views_per_chunk: int = 0):
             logits = chunked_logits(model, variables, normalize(frames), views_per_chunk)
         else:
             logits = model.apply(variables, normalize(frames), train=False)
-        return {"scores": jax.nn.softmax(logits, axis=-1),
-                **{k: batch[k] for k in ROW_KEYS if k in batch}}
+        return {"scores": jax.nn.softmax(logits, axis=-1)}
 
-    return jax.jit(score, in_shardings=(rep, data), out_shardings=rep)
+    return jax.jit(scoring.with_rows(score), in_shardings=(rep, data), out_shardings=rep)
 
 
 def run_test(config, weights: str, output_dir: str, force: bool = False) -> dict:
@@ -88,21 +83,52 @@ def run_test(config, weights: str, output_dir: str, force: bool = False) -> dict
 
 
 def _run_test(config, weights, output_dir, force, compiles, held) -> dict:
+    mesh, inputs = _preflight(config, weights, output_dir, force, held)
+    plan = _plan(config, len(inputs.test), mesh)
+    staging, skip_log = _staging(output_dir)
+    ledger = _score(config, plan, inputs, mesh, skip_log.local)
+    summary = _summary(config, plan, inputs, mesh, ledger, compiles)
+    skip_log.close()  # each process's bad-sample log is in the staging directory
+    checkpoint.sync("ppsn:test:logs")
+    if jax.process_index() == 0:
+        _swap_in(output_dir, staging, ledger, inputs, summary)
+    log.info(compiles.summary())
+    skipped = summary["skipped_lines"]
+    lines = f", {skipped} list lines skipped (not scored)" if skipped else ""
+    print(f"Top-1: {summary['top1']:.4f}  Top-5: {summary['top5']:.4f}  "
+          f"mean class Top-1: {summary['mean_class_top1']:.4f}  ({summary['count']} videos, "
+          f"{summary['failed']} failed to decode{lines}; reports in {output_dir})")
+    return summary
+
+
+def _preflight(config, weights, output_dir, force, held):
+    """The mesh and what pre-flight checked and built; holds the output's lock from here on."""
     parallel.initialize_distributed()
     compilation.use_persistent_cache(
         config.compilation_cache_dir or compilation.user_cache_dir(), output_dir)
     mesh = parallel.make_mesh()
-    num_classes = config.model.num_classes
     inputs = preflight.check(config, "test", mesh.devices.size, weights=weights,
                              output=output_dir, force=force)
     # One run writes an output at a time (process 0 holds OUTPUT.ppsn-lock until the end).
     held.enter_context(workdir_lock.job_lock(workdir_lock.output_lock_path(output_dir),
                                              f"the test output {output_dir}"))
-    source = inputs.test
-    skipped = getattr(source, "skipped", [])
-    names = inputs.label_names or [str(i) for i in range(num_classes)]
+    return mesh, inputs
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """How the list is scored: the clips, the batch and the model."""
+
+    spec: object  # a ppsn.data.clips.ClipSpec
+    per_device: int
+    local: int  # videos per process and batch
+    views_per_call: int
+    model: object
+
+
+def _plan(config, num_videos: int, mesh) -> _Plan:
     spec = pipeline.clip_spec(config.data, "test")
-    per_device = parallel.smallest_filling_batch(len(source), config.test_batch_per_device,
+    per_device = parallel.smallest_filling_batch(num_videos, config.test_batch_per_device,
                                                  mesh.devices.size)
     local = parallel.check_batch_size(per_device * mesh.devices.size, mesh)
     views_per_call = backend.views_per_call(config.data.test_views_per_chunk)
@@ -111,150 +137,65 @@ def _run_test(config, weights, output_dir, force, compiles, held) -> dict:
              "%s per model call", parallel.describe(mesh), jax.numpy.dtype(model.dtype).name,
              model.conv_impl, per_device, per_device * mesh.devices.size,
              f"{views_per_call} views" if views_per_call else "all views of the batch")
-    variables, meta = inputs.weights
-    what = meta["path"]
-    variables = jax.device_put(variables, parallel.replicated(mesh))
-    score = score_fn(model, mesh, spec, views_per_call)
+    return _Plan(spec, per_device, local, views_per_call, model)
 
-    show = jax.process_index() == 0
-    staging = checkpoint.replacement_path(output_dir)  # the reports' home until the end
-    if show:
+
+def _staging(output_dir: str):
+    """The reports' home until the end, and this process's bad-sample log in it (appended to by
+    the loader's workers: a local file, or a local copy of one in a bucket)."""
+    staging = checkpoint.replacement_path(output_dir)
+    if jax.process_index() == 0:
         checkpoint.prepare_replacement(output_dir)
     checkpoint.sync("ppsn:test:output")
-    # Appended to by the loader's workers: a local file (or a local copy of one in a bucket)
-    # that ends up beside the reports.
     skip_log = paths.Mirror(paths.join(staging, "bad_samples.jsonl" if jax.process_count() == 1
                                        else f"bad_samples.process{jax.process_index()}.jsonl"))
-    ds = pipeline.eval_dataset(source, spec, local, skip_log=skip_log.local)
-    n = len(source)
-    scores = np.full((n, num_classes), np.nan, np.float32)
-    labels = np.full(n, -1, np.int64)
-    failed = np.zeros(n, bool)
-    seen = np.zeros(n, np.int32)
-    video_ids: dict[int, str] = {}  # this process's rows
+    return staging, skip_log
 
-    def record(out):
-        out = parallel.to_host(out)
-        for row in np.nonzero(out["index"] >= 0)[0]:
-            i = int(out["index"][row])
-            seen[i] += 1
-            labels[i] = out["label"][row]
-            if out["mask"][row]:
-                scores[i] = out["scores"][row]
-            failed[i] |= bool(out["failed"][row])
 
-    previous = None
-    batches = pipeline.to_iterator(ds, pipeline.loader_settings(config.data))
-    for batch in tqdm(batches, total=len(ds), desc="test", unit="batch", disable=not show):
-        feed = {k: batch[k] for k in ("frames", "hw", *ROW_KEYS) if k in batch}
-        out = score(variables, parallel.to_global(feed, mesh))  # dispatched, not waited on
-        video_ids.update((int(i), str(v)) for i, v in zip(batch["index"], batch["video_id"])
-                         if i >= 0)
-        if previous is not None:
-            record(previous)  # one batch late: the device is already busy with this one
-        previous = out
-    if previous is not None:
-        record(previous)
-    if not (seen == 1).all():  # the exactly-once invariant: never expected to fire
-        raise RuntimeError(f"videos scored {sorted(set(seen.tolist()))} times, expected once each")
+def _score(config, plan: _Plan, inputs, mesh, skip_log: str) -> scoring.Ledger:
+    """Every video of the list scored exactly once (checked), with its id."""
+    variables, _ = inputs.weights
+    variables = jax.device_put(variables, parallel.replicated(mesh))
+    score = score_fn(plan.model, mesh, plan.spec, plan.views_per_call)
+    ds = pipeline.eval_dataset(inputs.test, plan.spec, plan.local, skip_log=skip_log)
+    batches = tqdm(pipeline.to_iterator(ds, pipeline.loader_settings(config.data)),
+                   total=len(ds), desc="test", unit="batch", disable=jax.process_index() != 0)
+    return scoring.score_dataset(score, variables, batches, len(inputs.test), mesh,
+                                 keep_ids=True)
 
-    video_ids = _all_video_ids(video_ids, n)
-    pred = np.where(failed, -1, np.nan_to_num(scores, nan=-1).argmax(-1))
+
+def _summary(config, plan: _Plan, inputs, mesh, ledger: scoring.Ledger, compiles) -> dict:
+    source, skipped = inputs.test, getattr(inputs.test, "skipped", [])
+    scores, labels, failed = ledger.values["scores"], ledger.label, ledger.failed
     correct1 = losses.topk_correct_numpy(np.nan_to_num(scores, nan=-1), labels, 1) & ~failed
     correct5 = losses.topk_correct_numpy(np.nan_to_num(scores, nan=-1), labels, 5) & ~failed
-    summary = {
+    return {
         "top1": float(correct1.mean()), "top5": float(correct5.mean()),
-        "mean_class_top1": metrics.mean_class_top1(correct1, labels, num_classes), "count": n,
-        "failed": int(failed.sum()), "checkpoint": what,
+        "mean_class_top1": metrics.mean_class_top1(correct1, labels, config.model.num_classes),
+        "count": len(ledger), "failed": int(failed.sum()), "checkpoint": inputs.weights[1]["path"],
         # Lines of the list that could not be parsed: not scored, not in count or Top-1.
-        "skipped_lines": len(skipped), "listed": n + len(skipped),
+        "skipped_lines": len(skipped), "listed": len(ledger) + len(skipped),
         "skipped": [dataclasses.asdict(line) for line in skipped],
         "list": getattr(source, "list_file", repr(source)),
         "list_sha256": source.fingerprint() if hasattr(source, "fingerprint") else None,
-        "num_seg": spec.num_seg, "views": spec.views,
+        "num_seg": plan.spec.num_seg, "views": plan.spec.views,
         "devices": mesh.devices.size, "processes": jax.process_count(),
-        "batch_per_device": per_device,
-        "views_per_call": views_per_call or spec.views * per_device,
+        "batch_per_device": plan.per_device,
+        "views_per_call": plan.views_per_call or plan.spec.views * plan.per_device,
         "compilations": compiles.total, "compiled": compiles.compiled,
         "config": json.loads(config.to_json_best_effort()),
     }
-    skip_log.close()  # each process's bad-sample log is in the staging directory
-    checkpoint.sync("ppsn:test:logs")
-    if show:
-        _write_reports(staging, video_ids, labels, pred, scores, failed, names, summary)
-        score_files.write(staging, score_files.RunScores(
-            np.asarray(video_ids), labels, scores, failed, what, summary["list"],
-            summary["list_sha256"] or ""))
-        checkpoint.swap_in(output_dir, "summary.json")
-    log.info(compiles.summary())
-    lines = f", {len(skipped)} list lines skipped (not scored)" if skipped else ""
-    print(f"Top-1: {summary['top1']:.4f}  Top-5: {summary['top5']:.4f}  "
-          f"mean class Top-1: {summary['mean_class_top1']:.4f}  ({n} videos, "
-          f"{summary['failed']} failed to decode{lines}; reports in {output_dir})")
-    return summary
 
 
-def _all_video_ids(local: dict[int, str], n: int) -> list[str]:
-    """Every video's id from each process's rows (one gather, at the end, across processes)."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        encoded = {i: v.encode() for i, v in local.items()}
-        width = int(np.max(multihost_utils.process_allgather(
-            np.int32(max(map(len, encoded.values()), default=1)))))
-        codes = np.zeros((n, width + 1), np.uint8)  # the last column: 1 where this process knows
-        for i, v in encoded.items():
-            codes[i, :len(v)] = np.frombuffer(v, np.uint8)
-            codes[i, -1] = 1
-        gathered = np.asarray(multihost_utils.process_allgather(codes))  # [processes, n, width]
-        owner = gathered[:, :, -1].argmax(0)
-        rows = gathered[owner, np.arange(n), :-1]
-        local = {i: bytes(r).rstrip(b"\0").decode() for i, r in enumerate(rows)}
-    return [local[i] for i in range(n)]
-
-
-def _write_reports(output_dir, video_ids, labels, pred, scores, failed, names, summary):
-    def write_csv(name, header, rows):
-        text = io.StringIO(newline="")
-        writer = csv.writer(text)
-        writer.writerow(header)
-        writer.writerows(rows)
-        paths.path(paths.join(output_dir, name)).write_text(text.getvalue())
-
-    write_csv("ledger.csv", ["video_id", "label", "prediction", "score"],
-              ([vid, int(labels[i]), int(pred[i]), "" if failed[i] else f"{scores[i, pred[i]]:.6f}"]
-               for i, vid in enumerate(video_ids)))
-    paths.path(paths.join(output_dir, "summary.json")).write_text(json.dumps(summary, indent=2))
-    k = len(names)
-    confusion = np.zeros((k, k), np.int64)
-    for y, p in zip(labels, pred):
-        if p >= 0:
-            confusion[y, p] += 1
-    counts = [int((labels == c).sum()) for c in range(k)]
-    write_csv("per_class.csv", ["class_id", "name", "count", "correct", "accuracy"],
-              ([c, names[c], counts[c], int(confusion[c, c]),
-                f"{confusion[c, c] / counts[c]:.4f}" if counts[c] else ""] for c in range(k)))
-    with paths.path(paths.join(output_dir, "confusion_matrix.png")).open("wb") as f:
-        _plot_confusion(confusion, names, f)
-
-
-def _plot_confusion(confusion, names, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    k = len(names)
-    size = min(4 + k * 0.35, 40)
-    fig, ax = plt.subplots(figsize=(size, size))
-    rows = confusion.sum(1, keepdims=True)
-    ax.imshow(confusion / np.maximum(rows, 1), cmap="Blues", vmin=0, vmax=1)
-    if k <= 50:
-        ax.set_xticks(range(k), names, rotation=90, fontsize=8)
-        ax.set_yticks(range(k), names, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title("confusion matrix (row-normalized)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80, format="png")
-    plt.close(fig)
+def _swap_in(output_dir, staging, ledger: scoring.Ledger, inputs, summary: dict) -> None:
+    """Process 0 writes the reports into the staging directory and renames it into place."""
+    num_classes = ledger.values["scores"].shape[1]
+    names = inputs.label_names or [str(i) for i in range(num_classes)]
+    scores, failed = ledger.values["scores"], ledger.failed
+    pred = np.where(failed, -1, np.nan_to_num(scores, nan=-1).argmax(-1))
+    reports.write_reports(staging, ledger.video_ids, ledger.label, pred, scores, failed, names,
+                          summary)
+    score_files.write(staging, score_files.RunScores(
+        np.asarray(ledger.video_ids), ledger.label, scores, failed, summary["checkpoint"],
+        summary["list"], summary["list_sha256"] or ""))
+    checkpoint.swap_in(output_dir, "summary.json")

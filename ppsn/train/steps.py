@@ -1,6 +1,7 @@
 """Pure step functions, written once against a task (:mod:`ppsn.train.tasks`).
 
-``train_step(cfg, state, batch, rng, constants, mesh)`` and ``eval_step(cfg, state, batch)``.
+``train_step(cfg, state, batch, rng, constants, mesh)``, ``eval_rows(cfg, state, batch)``
+(per example, what validation scores a list with) and ``eval_step`` (its masked sums).
 Batches arrive as uint8 frames; normalization and mixup happen here, on the device. ``rng`` is
 the run's base key; the step's randomness is ``fold_in(rng, state.step)``, so a resumed run
 draws exactly what an uninterrupted one would. ``jit_steps`` compiles them with explicit
@@ -28,6 +29,7 @@ from jax.sharding import PartitionSpec as P
 
 from ppsn import parallel
 from ppsn.data.transforms import normalize
+from ppsn.evaluation import scoring
 from ppsn.train import losses, optim
 
 
@@ -155,25 +157,43 @@ def train_step(cfg: StepConfig, state: TrainState, batch, rng, constants=(), mes
     return new_state, metrics
 
 
-def eval_step(cfg: StepConfig, state: TrainState, batch) -> dict:
-    """Sums over the real (``mask``) examples of the served model: loss (no smoothing), top1,
-    top5, count, and per class (``[num_classes]``) ``class_top1`` and ``class_count`` (for
-    :func:`ppsn.evaluation.metrics.mean_class_from_sums`)."""
+def eval_rows(cfg: StepConfig, state: TrainState, batch) -> dict:
+    """Per example of the served model, float32 ``[batch]``: ``loss`` (cross-entropy, no
+    smoothing), ``top1`` and ``top5`` (1.0 where correct); padding rows are scored too (the
+    caller's mask drops them)."""
     task = cfg.task
     images = normalize(batch["frames"])
     logits = task.serving_model.apply(task.serving_variables(state.params, state.batch_stats),
                                       images, train=False)
     labels = jnp.maximum(batch["label"], 0)  # padding carries -1
+    return {"loss": losses.smoothed_cross_entropy(logits, labels, task.num_classes, 0.0),
+            "top1": losses.topk_correct(logits, labels, 1),
+            "top5": losses.topk_correct(logits, labels, min(5, task.num_classes))}
+
+
+def eval_step(cfg: StepConfig, state: TrainState, batch) -> dict:
+    """:func:`eval_rows` summed over the real (``mask``) examples: loss, top1, top5, count, and
+    per class (``[num_classes]``) ``class_top1`` and ``class_count``."""
+    rows = eval_rows(cfg, state, batch)
+    labels = jnp.maximum(batch["label"], 0)
     mask = batch["mask"].astype(jnp.float32)
-    ce = losses.smoothed_cross_entropy(logits, labels, task.num_classes, 0.0)
-    top1 = losses.topk_correct(logits, labels, 1) * mask
-    per_class = jnp.zeros(task.num_classes, jnp.float32)
-    return {"loss": jnp.sum(ce * mask),
+    top1 = rows["top1"] * mask
+    per_class = jnp.zeros(cfg.task.num_classes, jnp.float32)
+    return {"loss": jnp.sum(rows["loss"] * mask),
             "top1": jnp.sum(top1),
             "class_top1": per_class.at[labels].add(top1),
             "class_count": per_class.at[labels].add(mask),
-            "top5": jnp.sum(losses.topk_correct(logits, labels, min(5, task.num_classes)) * mask),
+            "top5": jnp.sum(rows["top5"] * mask),
             "count": jnp.sum(mask)}
+
+
+def jit_eval(cfg: StepConfig, mesh):
+    """The jitted ``evaluate(state, batch)`` validation scores a list with
+    (:func:`ppsn.evaluation.scoring.score_dataset`): :func:`eval_rows` and the batch's rows,
+    replicated."""
+    rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    return jax.jit(scoring.with_rows(lambda s, b: eval_rows(cfg, s, b)),
+                   in_shardings=(rep, data), out_shardings=rep)
 
 
 def jit_train(cfg: StepConfig, mesh):

@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 import os
 
-import jax
+import numpy as np
 
 from ppsn import checkpoint, parallel, paths
 from ppsn.data import pipeline
-from ppsn.evaluation import metrics
+from ppsn.evaluation import metrics, scoring
 
 log = logging.getLogger(__name__)
 
@@ -18,23 +18,35 @@ log = logging.getLogger(__name__)
 def validate(eval_fn, state, source, spec, global_batch, mesh, loader=None,
              log_every: int = 0) -> dict:
     """Loss / Top-1 / Top-5 / mean class Top-1 over the whole source, each video counted
-    exactly once; ``log_every > 0`` logs progress (videos done / total) every that many batches."""
+    exactly once (``eval_fn``: :func:`ppsn.train.steps.jit_eval`'s); ``log_every > 0`` logs
+    progress (videos done / total) every that many batches."""
     local = parallel.check_batch_size(global_batch, mesh)
     ds = pipeline.eval_dataset(source, spec, local)
-    totals = None
-    for i, batch in enumerate(pipeline.to_iterator(ds, loader), start=1):
-        sums = eval_fn(state, parallel.to_global(
-            {k: batch[k] for k in ("frames", "label", "mask")}, mesh))
-        totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-        if log_every and i % log_every == 0 and i < len(ds):
-            log.info("validation: %d/%d videos", min(i * global_batch, len(source)), len(source))
-    totals = parallel.to_host(totals)
-    count = max(float(totals["count"]), 1.0)
-    return {"loss": float(totals["loss"]) / count, "top1": float(totals["top1"]) / count,
-            "top5": float(totals["top5"]) / count,
-            "mean_class_top1": metrics.mean_class_from_sums(totals["class_top1"],
-                                                            totals["class_count"]),
-            "count": int(totals["count"])}
+    batches = _logged(pipeline.to_iterator(ds, loader), len(ds), log_every, global_batch,
+                      len(source))
+    return reduce(scoring.score_dataset(eval_fn, state, batches, len(source), mesh,
+                                        inputs=("frames",)))
+
+
+def reduce(ledger: scoring.Ledger) -> dict:
+    """Validation's metrics from its ledger (``loss``, ``top1``, ``top5`` per video) over the
+    videos scored (a video that failed to decode is left out, as is padding)."""
+    scored = ledger.scored
+    count = int(scored.sum())
+    per_video = {k: ledger.values[k][scored] if k in ledger.values else np.zeros(0, np.float32)
+                 for k in ("loss", "top1", "top5")}
+    sums = {k: float(np.sum(v, dtype=np.float64)) for k, v in per_video.items()}
+    return {**{k: v / max(count, 1) for k, v in sums.items()},
+            "mean_class_top1": metrics.mean_class_top1(per_video["top1"], ledger.label[scored]),
+            "count": count}
+
+
+def _logged(batches, total: int, every: int, global_batch: int, num_videos: int):
+    """``batches``, logging progress (videos done / total) every ``every`` batches."""
+    for i, batch in enumerate(batches, start=1):
+        yield batch
+        if every and i % every == 0 and i < total:
+            log.info("validation: %d/%d videos", min(i * global_batch, num_videos), num_videos)
 
 
 def best_top1(workdir: str) -> float:
