@@ -166,7 +166,7 @@ def _check_values(config, mode: str, problems: _Problems) -> bool:
 def _check_choices(config, problems: _Problems) -> None:
     """The string fields that name one of a few choices (types are ConfigDict's to check)."""
     from ppsn.backend import CONV_IMPLS
-    from ppsn.data.pipeline import HANDOFFS
+    from ppsn.data.loading import HANDOFFS
 
     for section, field, allowed in (("model", "conv_impl", CONV_IMPLS),
                                     ("data", "handoff", HANDOFFS),
@@ -239,10 +239,10 @@ def _check_batch_sizes(config, mode: str, devices: int, problems: _Problems) -> 
 
 def _source(config, mode: str, problems: _Problems):
     """The source of ``mode``, or None (with the problem noted) if it cannot be used."""
-    from ppsn.data import pipeline
+    from ppsn.data import datasets
 
     try:
-        source = pipeline.make_source(config.data, mode, config.model.num_classes)
+        source = datasets.make_source(config.data, mode, config.model.num_classes)
     except (OSError, ValueError) as e:
         problems.append(f"{mode} data: {e}")
         return None

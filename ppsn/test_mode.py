@@ -39,7 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ppsn import backend, checkpoint, compilation, parallel, paths, preflight, workdir_lock
-from ppsn.data import pipeline
+from ppsn.data import datasets, loading
 from ppsn.data.transforms import normalize, ten_crop_on_device
 from ppsn.evaluation import metrics
 from ppsn.evaluation import scores as score_files
@@ -101,7 +101,7 @@ def _run_test(config, weights, output_dir, force, compiles, held) -> dict:
     source = inputs.test
     skipped = getattr(source, "skipped", [])
     names = inputs.label_names or [str(i) for i in range(num_classes)]
-    spec = pipeline.clip_spec(config.data, "test")
+    spec = datasets.clip_spec(config.data, "test")
     per_device = parallel.smallest_filling_batch(len(source), config.test_batch_per_device,
                                                  mesh.devices.size)
     local = parallel.check_batch_size(per_device * mesh.devices.size, mesh)
@@ -125,7 +125,7 @@ def _run_test(config, weights, output_dir, force, compiles, held) -> dict:
     # that ends up beside the reports.
     skip_log = paths.Mirror(paths.join(staging, "bad_samples.jsonl" if jax.process_count() == 1
                                        else f"bad_samples.process{jax.process_index()}.jsonl"))
-    ds = pipeline.eval_dataset(source, spec, local, skip_log=skip_log.local)
+    ds = datasets.eval_dataset(source, spec, local, skip_log=skip_log.local)
     n = len(source)
     scores = np.full((n, num_classes), np.nan, np.float32)
     labels = np.full(n, -1, np.int64)
@@ -144,7 +144,7 @@ def _run_test(config, weights, output_dir, force, compiles, held) -> dict:
             failed[i] |= bool(out["failed"][row])
 
     previous = None
-    batches = pipeline.to_iterator(ds, pipeline.loader_settings(config.data))
+    batches = loading.to_iterator(ds, loading.loader_settings(config.data))
     for batch in tqdm(batches, total=len(ds), desc="test", unit="batch", disable=not show):
         feed = {k: batch[k] for k in ("frames", "hw", *ROW_KEYS) if k in batch}
         out = score(variables, parallel.to_global(feed, mesh))  # dispatched, not waited on

@@ -4,7 +4,7 @@ worker processes), over one video drawn repeatedly. ``--source list`` reads it t
 PaddleVideo list file, ``--source tfds`` through a dataset ``ppsn.data.prepare`` wrote from it
 (per-frame records). Without ``--data`` it generates a 300-frame 340x256 JPEG frames folder or,
 with ``--data_format videos``, two 10 s 340x256 h264 videos with keyframe intervals of 250 and
-12 (``--gops``). The clip spec is the recipe's (``pipeline.clip_spec``): test mode hands the
+12 (``--gops``). The clip spec is the recipe's (``ppsn.data.datasets.clip_spec``): test mode hands the
 device scaled frames on a canvas and the device cuts the TenCrop views, so the test figure is
 the host part of test mode.
 
@@ -117,12 +117,12 @@ def _sampled_bytes(record, spec, draws: int) -> tuple[float, int] | tuple[None, 
 
 
 def _dataset(source, spec, batch_size, mode):
-    from ppsn.data import pipeline
+    from ppsn.data import datasets
 
     if mode == "train":
-        return pipeline.train_dataset(source, spec, batch_size, seed=0, process_index=0,
+        return datasets.train_dataset(source, spec, batch_size, seed=0, process_index=0,
                                       process_count=1)
-    return pipeline.eval_dataset(source, spec, batch_size, process_index=0, process_count=1)
+    return datasets.eval_dataset(source, spec, batch_size, process_index=0, process_count=1)
 
 
 def _in_process_costs(ds, batches: int) -> tuple[float, float]:
@@ -158,13 +158,13 @@ def _paired(base: list[float], other: list[float]) -> float:
 
 def _clips_per_s(ds, data_cfg, workers: int, setting: tuple[str, Any] | None, num_clips: int
                  ) -> tuple[float, list[int]]:
-    from ppsn.data import pipeline
+    from ppsn.data import loading
 
     data_cfg.num_workers = workers
     if setting:
         data_cfg[setting[0]] = setting[1]
-    loader = pipeline.loader_settings(data_cfg)
-    it = pipeline.to_iterator(ds, loader)
+    loader = loading.loader_settings(data_cfg)
+    it = loading.to_iterator(ds, loader)
     # Untimed: start-up (every worker makes a batch) and the batches read ahead meanwhile, so
     # that the timed ones are made while timed (else more workers, more buffers, faster).
     for _ in range(max(1, workers) + loader.read_ahead):
@@ -181,13 +181,13 @@ def _clips_per_s(ds, data_cfg, workers: int, setting: tuple[str, Any] | None, nu
 def run(args) -> dict:
     if args.plan:
         return plan.run(args)
-    from ppsn.data import host_memory, pipeline
+    from ppsn.data import datasets, host_memory, loading
     from ppsn.recipe import pptsn_config
 
     data_cfg = pptsn_config().data
     if args.num_seg:
         data_cfg.num_seg = data_cfg.test_num_seg = args.num_seg
-    spec = pipeline.clip_spec(data_cfg, args.mode)
+    spec = datasets.clip_spec(data_cfg, args.mode)
     workers = [int(w) for w in str(args.workers).split(",")]
     settings = _settings(args.compare, data_cfg)
     if len(settings) > 1 and min(workers) < 1:
@@ -216,7 +216,7 @@ def run(args) -> dict:
                         runs[_label(setting)][str(w)].append(rate)
             sampled, video = _sampled_bytes(source[0], spec, 32)
             data_cfg.num_workers = 0
-            host_memory.retain_freed(pipeline.loader_settings(data_cfg).retain_freed_mb)
+            host_memory.retain_freed(loading.loader_settings(data_cfg).retain_freed_mb)
             read, cpu_ms = _in_process_costs(ds, max(1, 32 // args.batch_size))
             by_setting = {k: {w: statistics.median(r) for w, r in by_w.items()}
                           for k, by_w in runs.items()}
@@ -237,7 +237,7 @@ def run(args) -> dict:
            "cpu_ms_per_clip": round(first["cpu_ms"], 3),
            "bytes_read_per_clip": round(first["bytes"]),
            "sampled_bytes_per_clip": first["sampled"] and round(first["sampled"]),
-           "cpus": pipeline.available_cpus(), "cpu": timing.cpu_name(),
+           "cpus": loading.available_cpus(), "cpu": timing.cpu_name(),
            "load_average": [round(x, 2) for x in os.getloadavg()]}
     if first["sampled"]:
         out["read_per_sampled_byte"] = round(first["bytes"] / first["sampled"], 3)
@@ -256,7 +256,7 @@ def run(args) -> dict:
         base, last = (first["runs"][_label(t)] for t in (settings[0], settings[-1]))
         out["gain_by_workers"] = {w: round(_paired(base[w], last[w]), 3) for w in last}
     data_cfg.num_workers = workers[-1]  # the settings of the reported runs
-    loader = pipeline.loader_settings(data_cfg)
+    loader = loading.loader_settings(data_cfg)
     out["loader"] = {"worker_buffer_size": loader.worker_buffer_size,
                      "prefetch_batches": loader.prefetch_batches,
                      "decode_threads": loader.decode_threads,

@@ -232,7 +232,7 @@ def summary(result: Prepared) -> str:
 
 
 def main(argv=None) -> int:
-    from ppsn.data.pipeline import available_cpus
+    from ppsn.data.loading import available_cpus
     from ppsn.data.tfds import DATASETS
 
     parser = argparse.ArgumentParser(prog="python -m ppsn.data.prepare",

@@ -10,7 +10,7 @@ import os
 import jax
 
 from ppsn import checkpoint, parallel, paths
-from ppsn.data import pipeline
+from ppsn.data import datasets, loading
 from ppsn.evaluation import metrics
 
 log = logging.getLogger(__name__)
@@ -21,9 +21,9 @@ def validate(eval_fn, state, source, spec, global_batch, mesh, loader=None,
     """Loss / Top-1 / Top-5 / mean class Top-1 over the whole source, each video counted
     exactly once; ``log_every > 0`` logs progress (videos done / total) every that many batches."""
     local = parallel.check_batch_size(global_batch, mesh)
-    ds = pipeline.eval_dataset(source, spec, local)
+    ds = datasets.eval_dataset(source, spec, local)
     totals = None
-    for i, batch in enumerate(pipeline.to_iterator(ds, loader), start=1):
+    for i, batch in enumerate(loading.to_iterator(ds, loader), start=1):
         sums = eval_fn(state, parallel.to_global(
             {k: batch[k] for k in ("frames", "label", "mask")}, mesh))
         totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
