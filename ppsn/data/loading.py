@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import os
 import weakref
 from typing import Iterator
@@ -27,6 +28,8 @@ import grain
 import numpy as np
 
 from ppsn.data import loading_plan as _plan
+
+log = logging.getLogger(__name__)
 
 MIN_SHM_BYTES = 64 * 2**10
 # Batches a consumer may hold while taking the next (the train loop: 2 on the devices ahead, 1
@@ -136,6 +139,23 @@ def loader_settings(data_cfg, cpus: int | None = None, **plan_args) -> Loader:
                   decode_threads=_field(data_cfg, "decode_threads", 1),
                   retain_freed_mb=_field(data_cfg, "retain_freed_mb", 64),
                   handoff=data_cfg.get("handoff", "ring"))
+
+
+def planned_loader(data_cfg, **plan_args) -> Loader:
+    """:func:`loader_settings` for a process's batches (``plan_args`` as for
+    :func:`loading_plan`), with the plan logged: a warning if the workers read ahead beyond
+    ``data.read_ahead_mb``."""
+    plan = loading_plan(data_cfg, **plan_args)
+    loader = loader_settings(data_cfg, **plan_args)
+    batch_bytes = plan_args.get("batch_bytes", 0)
+    log.info("data: %s; workers by need %d, read-ahead bound %.2f GiB (workers limited by %s)",
+             loader.describe(batch_bytes), plan.workers_by_need,
+             plan.read_ahead_budget_bytes / 2**30, plan.limited_by)
+    if plan.read_ahead_bytes > plan.read_ahead_budget_bytes:
+        log.warning("data: %d worker processes read ahead %.2f GiB, above data.read_ahead_mb "
+                    "(%.2f GiB)", loader.num_workers, plan.read_ahead_bytes / 2**30,
+                    plan.read_ahead_budget_bytes / 2**30)
+    return loader
 
 
 def _init_worker(threads: int, retain_freed_mb: int, worker_index: int,

@@ -117,16 +117,8 @@ def setup(config, workdir: str, claim=None) -> Run:
     skip_log = paths.Mirror(paths.join(workdir, f"bad_samples.process{jax.process_index()}.jsonl"))
     train_spec = datasets.clip_spec(config.data, "train")
     train_ds = datasets.train_dataset(train_source, train_spec, local_batch, config.seed)
-    batch_bytes = local_batch * math.prod(train_spec.shape)
-    plan = loading.loading_plan(config.data, **_plan_args(batch_bytes))
-    loader = loading.loader_settings(config.data, **_plan_args(batch_bytes))
-    log.info("data: %s; workers by need %d, read-ahead bound %.2f GiB (workers limited by %s)",
-             loader.describe(batch_bytes), plan.workers_by_need,
-             plan.read_ahead_budget_bytes / 2**30, plan.limited_by)
-    if plan.read_ahead_bytes > plan.read_ahead_budget_bytes:
-        log.warning("data: %d worker processes read ahead %.2f GiB, above data.read_ahead_mb "
-                    "(%.2f GiB)", loader.num_workers, plan.read_ahead_bytes / 2**30,
-                    plan.read_ahead_budget_bytes / 2**30)
+    loader = loading.planned_loader(
+        config.data, **_plan_args(local_batch * math.prod(train_spec.shape)))
     val = None
     if config.validate:
         val = (inputs.valid, datasets.clip_spec(config.data, "valid"))
