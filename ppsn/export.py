@@ -86,9 +86,9 @@ def lower(fn, args, platforms):
 
 def clip_meta(config) -> dict:
     """How predict makes the clips of this config's export (test mode: sampling, TenCrop)."""
-    from ppsn.data import pipeline
+    from ppsn.data import datasets
 
-    spec = pipeline.clip_spec(config.data, "test")
+    spec = datasets.clip_spec(config.data, "test")
     return {"num_seg": spec.num_seg, "views": spec.views, "short_size": spec.short_size,
             "target_size": spec.target_size, "sampling": spec.sampling or "test"}
 
@@ -107,23 +107,11 @@ def _quantize(onnx_model, calibration) -> tuple:
                    "correction)", "kept_fp32": list(quantize.DEFAULT_KEEP)}
 
 
-def export_model(config, variables, output: str, platforms=PLATFORMS,
-                 onnx: bool = False, force: bool = False, fold_bn: bool = True,
-                 calibration=None) -> dict:
-    """Write the export to ``output``: a new directory, or with ``force`` the replacement of an
-    earlier export (it holds ``inference.json``; nothing else is ever replaced), written beside
-    it and renamed into place, so a failed export leaves the old one as it was. ``fold_bn``:
-    ``model.jax`` runs the TSN with each BatchNorm folded into its convolution. With
-    ``calibration`` (:class:`ppsn.serve.calibration.CalibrationClips`) it also writes the int8
-    OpenVINO model (and model.onnx, which it is made from)."""
-    from ppsn import backend, checkpoint, paths
-    from ppsn.data import pipeline
-    from ppsn.models import fold, tsn
-
-    platforms = check_platforms(platforms)
-    served = fold.fold_variables(jax.tree.map(np.asarray, variables)) if fold_bn else variables
-    leaves, treedef = jax.tree.flatten(served)
-    spec = pipeline.clip_spec(config.data, "test")
+def _infer_fn(config, treedef, platforms, fold_bn: bool):
+    """The served function (weights leaves, uint8 frames -> probabilities) and the conv
+    implementation per platform (one branch per implementation, chosen by platform)."""
+    from ppsn import backend
+    from ppsn.models import tsn
 
     def infer_with(conv_impl):
         model = tsn.from_config(config, jnp.float32, fold_bn=fold_bn).clone(conv_impl=conv_impl)
@@ -143,7 +131,50 @@ def export_model(config, variables, output: str, platforms=PLATFORMS,
         def infer(weights, frames):
             return jax.lax.platform_dependent(
                 weights, frames, **{p: branches[impl] for p, impl in impls.items()})
+    return infer, impls
 
+
+def _write(output: str, force: bool, exported, leaves, meta: dict, onnx_model,
+           int8_model) -> None:
+    """Write the export's files into a fresh directory renamed into place (inference.json
+    last)."""
+    from ppsn import checkpoint, paths
+
+    with checkpoint.replacing(output, force=force, marker=META_FILE,
+                              kind="ppsn export") as tmp:
+        out = paths.path(tmp)  # local, or in a bucket (files written whole, inference.json last)
+        if onnx_model is not None:
+            from ppsn.serve import onnx_graph
+
+            with (out / ONNX_FILE).open("wb") as f:
+                onnx_graph.save(onnx_model, f)
+        if int8_model is not None:
+            from ppsn.serve import quantize
+
+            quantize.save(int8_model, out)
+        (out / MODEL_FILE).write_bytes(exported.serialize())
+        with (out / WEIGHTS_FILE).open("wb") as f:
+            np.savez(f, **{f"w{i:04d}": np.asarray(x, np.float32) for i, x in enumerate(leaves)})
+        (out / META_FILE).write_text(json.dumps(meta, indent=2))
+
+
+def export_model(config, variables, output: str, platforms=PLATFORMS,
+                 onnx: bool = False, force: bool = False, fold_bn: bool = True,
+                 calibration=None) -> dict:
+    """Write the export to ``output``: a new directory, or with ``force`` the replacement of an
+    earlier export (it holds ``inference.json``; nothing else is ever replaced), written beside
+    it and renamed into place, so a failed export leaves the old one as it was. ``fold_bn``:
+    ``model.jax`` runs the TSN with each BatchNorm folded into its convolution. With
+    ``calibration`` (:class:`ppsn.serve.calibration.CalibrationClips`) it also writes the int8
+    OpenVINO model (and model.onnx, which it is made from)."""
+    from ppsn.data import datasets
+    from ppsn.models import fold
+
+    platforms = check_platforms(platforms)
+    served = fold.fold_variables(jax.tree.map(np.asarray, variables)) if fold_bn else variables
+    leaves, treedef = jax.tree.flatten(served)
+    spec = datasets.clip_spec(config.data, "test")
+    infer, impls = _infer_fn(config, treedef, platforms, fold_bn)
     n = jax_export.symbolic_shape("n")[0]
     args = ([jax.ShapeDtypeStruct(np.shape(x), jnp.float32) for x in leaves],
             jax.ShapeDtypeStruct((n, spec.views, spec.target_size, spec.target_size, 3), jnp.uint8))
@@ -163,20 +194,7 @@ def export_model(config, variables, output: str, platforms=PLATFORMS,
             "onnx": ONNX_FILE if onnx_model is not None else None}
     if calibration is not None:
         int8_model, meta["int8"] = _quantize(onnx_model, calibration)
-    with checkpoint.replacing(output, force=force, marker=META_FILE,
-                              kind="ppsn export") as tmp:
-        out = paths.path(tmp)  # local, or in a bucket (files written whole, inference.json last)
-        if onnx_model is not None:
-            with (out / ONNX_FILE).open("wb") as f:
-                onnx_graph.save(onnx_model, f)
-        if int8_model is not None:
-            from ppsn.serve import quantize
-
-            quantize.save(int8_model, out)
-        (out / MODEL_FILE).write_bytes(exported.serialize())
-        with (out / WEIGHTS_FILE).open("wb") as f:
-            np.savez(f, **{f"w{i:04d}": np.asarray(x, np.float32) for i, x in enumerate(leaves)})
-        (out / META_FILE).write_text(json.dumps(meta, indent=2))
+    _write(output, force, exported, leaves, meta, onnx_model, int8_model)
     return meta
 
 

@@ -56,7 +56,7 @@ def _inputs(paths):
             yield path, path
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ppsn.predict",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--input_file", action="append",
@@ -82,13 +82,17 @@ def main(argv=None) -> int:
     parser.add_argument("--window_seconds", type=float, default=None, help="window length")
     parser.add_argument("--stride_seconds", type=float, default=None,
                         help="time between window starts (default: --window_seconds)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if bool(args.input_file) == bool(args.test_list):
         parser.error("give --input_file or --test_list (one of them)")
     if args.timeline or args.window_seconds or args.stride_seconds:
         return cli.run(_timeline, args)
 
-    from ppsn.data.decode import DecodeError
     from ppsn.serve.backends import BackendError, MissingRuntime
 
     try:
@@ -104,21 +108,36 @@ def main(argv=None) -> int:
         from ppsn.serve import list_top1
 
         return list_top1.run(args, predictor)
+    names = _label_names(args.label_list, predictor.meta["num_classes"])
+    if names is None:
+        return cli.USAGE
+    return _classify(predictor, args.input_file, names, args.top_k)
+
+
+def _label_names(label_list: str | None, num_classes: int) -> dict | None:
+    """The class names of ``--label_list`` (none without it), or None (the error printed) if
+    it cannot be read or does not name every class of the model."""
     from ppsn.data.labels import read_label_names
 
-    num_classes = predictor.meta["num_classes"]
     try:
-        names = read_label_names(args.label_list) if args.label_list else {}
+        names = read_label_names(label_list) if label_list else {}
     except (OSError, ValueError) as e:
         print(cli.one_line(f"--label_list: {e}"), file=sys.stderr)
-        return cli.USAGE
+        return None
     missing = [i for i in range(num_classes) if i not in names]
-    if args.label_list and missing:
-        print(f"error: --label_list={args.label_list} names {len(names)} classes; the model has "
+    if label_list and missing:
+        print(f"error: --label_list={label_list} names {len(names)} classes; the model has "
               f"{num_classes} (no name for id {missing[0]})", file=sys.stderr)
-        return cli.USAGE
+        return None
+    return names
+
+
+def _classify(predictor: Predictor, input_files, names: dict, top_k: int) -> int:
+    """Print the top-k classes of each input video; the exit code."""
+    from ppsn.data.decode import DecodeError
+
     failures = done = 0
-    for path, name in _inputs(args.input_file):
+    for path, name in _inputs(input_files):
         if name is None:
             print(f"error: {path}: no video files in this directory (extensions "
                   f"{' '.join(VIDEO_EXTENSIONS)})", file=sys.stderr)
@@ -132,7 +151,7 @@ def main(argv=None) -> int:
             continue
         done += 1
         scores = predictor.scores(clip[None])[0]
-        order = np.argsort(-scores)[: max(1, args.top_k)]
+        order = np.argsort(-scores)[: max(1, top_k)]
         print(f"Current video file: {path}")
         for rank, c in enumerate(order, start=1):
             print(f"\ttop-{rank} class: {int(c)}")

@@ -164,7 +164,7 @@ def _check_values(config, mode: str, problems: Problems) -> bool:
 def _check_choices(config, problems: Problems) -> None:
     """The string fields that name one of a few choices (types are ConfigDict's to check)."""
     from ppsn.backend import CONV_IMPLS
-    from ppsn.data.pipeline import HANDOFFS
+    from ppsn.data.loading import HANDOFFS
 
     for section, field, allowed in (("model", "conv_impl", CONV_IMPLS),
                                     ("data", "handoff", HANDOFFS),

@@ -42,7 +42,7 @@ def pptsn_config() -> ml_collections.ConfigDict:
         test_views_per_chunk=ml_collections.config_dict.placeholder(int),
         short_size=256,
         target_size=224,
-        # Loading (ppsn.data.pipeline.loader_settings; -1: derived from the CPUs this process
+        # Loading (ppsn.data.loading.loader_settings; -1: derived from the CPUs this process
         # may use, $PPSN_CPUS as the launchers set it, else its CPU affinity).
         num_workers=-1,           # worker processes per process (-1: 5 per accelerator, CPUs - 1 on a CPU-only run, capped by CPUs - 1 and read_ahead_mb; 0: main process)
         read_ahead_mb=-1,         # bound on the batches read ahead (-1: 1/8 of this process's share of host memory, at most 8192)

@@ -38,7 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ppsn import backend, checkpoint, compilation, parallel, paths, preflight, workdir_lock
-from ppsn.data import pipeline
+from ppsn.data import datasets, loading
 from ppsn.data.transforms import normalize, ten_crop_on_device
 from ppsn.evaluation import metrics, reports, scoring
 from ppsn.evaluation import scores as score_files
@@ -127,7 +127,7 @@ class _Plan:
 
 
 def _plan(config, num_videos: int, mesh) -> _Plan:
-    spec = pipeline.clip_spec(config.data, "test")
+    spec = datasets.clip_spec(config.data, "test")
     per_device = parallel.smallest_filling_batch(num_videos, config.test_batch_per_device,
                                                  mesh.devices.size)
     local = parallel.check_batch_size(per_device * mesh.devices.size, mesh)
@@ -157,8 +157,8 @@ def _score(config, plan: _Plan, inputs, mesh, skip_log: str) -> scoring.Ledger:
     variables, _ = inputs.weights
     variables = jax.device_put(variables, parallel.replicated(mesh))
     score = score_fn(plan.model, mesh, plan.spec, plan.views_per_call)
-    ds = pipeline.eval_dataset(inputs.test, plan.spec, plan.local, skip_log=skip_log)
-    batches = tqdm(pipeline.to_iterator(ds, pipeline.loader_settings(config.data)),
+    ds = datasets.eval_dataset(inputs.test, plan.spec, plan.local, skip_log=skip_log)
+    batches = tqdm(loading.to_iterator(ds, loading.loader_settings(config.data)),
                    total=len(ds), desc="test", unit="batch", disable=jax.process_index() != 0)
     return scoring.score_dataset(score, variables, batches, len(inputs.test), mesh,
                                  keep_ids=True)

@@ -86,7 +86,7 @@ def test_two_processes_score_each_video_once(toy_dir, weights, tmp_path):
 
 def test_device_crops_score_exactly_like_host_crops(toy_dir, weights):
     from ppsn import parallel
-    from ppsn.data import pipeline
+    from ppsn.data import datasets
     from ppsn.data.clips import ClipSpec
     from ppsn.data.lists import ListFileSource
     from ppsn.checkpoint import load_weights
@@ -98,7 +98,7 @@ def test_device_crops_score_exactly_like_host_crops(toy_dir, weights):
     results = []
     for device_crops in (False, True):
         spec = ClipSpec("test", 2, 40, 32, device_crops=device_crops, canvas=64)
-        batch = pipeline.eval_dataset(source, spec, 4, process_index=0, process_count=1)[0]
+        batch = datasets.eval_dataset(source, spec, 4, process_index=0, process_count=1)[0]
         if device_crops:
             assert batch["frames"].shape == (4, 2, 64, 64, 3) and batch["hw"].shape == (4, 2)
         inputs = {k: batch[k] for k in ("frames", "hw") if k in batch}
@@ -112,7 +112,7 @@ def test_a_smaller_batch_scores_a_video_as_a_full_one(toy_dir, weights):
     it is in, up to float summation order (as between device counts)."""
     from ppsn import backend, parallel
     from ppsn.checkpoint import load_weights
-    from ppsn.data import pipeline
+    from ppsn.data import datasets
     from ppsn.data.clips import ClipSpec
     from ppsn.data.lists import ListFileSource
     from ppsn.test_mode import score_fn
@@ -124,7 +124,7 @@ def test_a_smaller_batch_scores_a_video_as_a_full_one(toy_dir, weights):
     score = score_fn(TSN(18, 10), mesh, spec, backend.views_per_call())
     results = []
     for size in (4, 1):
-        batch = pipeline.eval_dataset(source, spec, size, process_index=0, process_count=1)[0]
+        batch = datasets.eval_dataset(source, spec, size, process_index=0, process_count=1)[0]
         inputs = {k: batch[k] for k in ("frames", "hw")}
         results.append(np.asarray(score(variables, parallel.to_global(inputs, mesh))["scores"]))
     np.testing.assert_allclose(results[0][:1], results[1], rtol=1e-5, atol=1e-6)
@@ -163,12 +163,12 @@ def test_labels_and_ids_come_from_the_batches_not_a_second_pass(toy_dir, weights
     """Each record of the source is read once, by the pipeline (TFDS records carry the frames:
     a second pass to collect labels would read the whole dataset again)."""
     from ppsn import test_mode
-    from ppsn.data import pipeline
+    from ppsn.data import datasets
     from ppsn.recipe import toy_config
 
     reads = []
 
-    class CountingSource(pipeline.ListFileSource):
+    class CountingSource(datasets.ListFileSource):
         def __getitem__(self, index):
             reads.append(index)
             return super().__getitem__(index)
@@ -177,7 +177,7 @@ def test_labels_and_ids_come_from_the_batches_not_a_second_pass(toy_dir, weights
         return CountingSource(data_cfg.test_list, data_cfg.format, data_cfg.data_prefix,
                               num_classes)
 
-    monkeypatch.setattr(pipeline, "make_source", make_source)
+    monkeypatch.setattr(datasets, "make_source", make_source)
     config = toy_config()
     config.data.data_prefix = str(toy_dir)
     config.data.test_list = str(toy_dir / "val_frames.list")

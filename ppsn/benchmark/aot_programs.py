@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppsn import backend
-from ppsn.data import pipeline
+from ppsn.data import datasets
 
 STEPS_PER_EPOCH = 1000  # the schedule's length does not change the program
 
@@ -30,7 +30,7 @@ def compute_dtype_name(config, platform: str) -> str:
 
 
 def images_per_example(config, mode: str) -> int:
-    return pipeline.clip_spec(config.data, mode).views
+    return datasets.clip_spec(config.data, mode).views
 
 
 def lower_train(config, platform: str, mesh, global_batch: int):
@@ -45,7 +45,7 @@ def lower_train(config, platform: str, mesh, global_batch: int):
     task = tasks.make_task(config, dtype, **kwargs)
     cfg = steps.step_config(task, config, STEPS_PER_EPOCH)
     state = jax.eval_shape(lambda: steps.create_state(task.scratch_variables(0), cfg.tx))
-    spec = pipeline.clip_spec(config.data, "train")
+    spec = datasets.clip_spec(config.data, "train")
     batch = {"frames": jax.ShapeDtypeStruct((global_batch,) + spec.shape, np.uint8),
              "label": jax.ShapeDtypeStruct((global_batch,), np.int32)}
     rng = jax.ShapeDtypeStruct((2,), np.uint32)
@@ -58,7 +58,7 @@ def lower_test(config, platform: str, mesh, global_batch: int):
 
     config, dtype = for_platform(config, platform)
     model = initialize.build_model(config, dtype)
-    spec = pipeline.clip_spec(config.data, "test")
+    spec = datasets.clip_spec(config.data, "test")
     views = backend.views_per_call(config.data.test_views_per_chunk, platform)
     variables = jax.eval_shape(lambda: initialize.scratch_variables(model, 0))
     batch = {"frames": jax.ShapeDtypeStruct((global_batch,) + spec.shape, np.uint8)}

@@ -36,7 +36,7 @@ def xla_forward_flops(depth: int, num_classes: int, size: int, frames: int = 1) 
 
 def run(args) -> dict:
     from ppsn.benchmark.distill import load_config
-    from ppsn.data import pipeline
+    from ppsn.data import datasets
     from ppsn.models import complexity, plan
 
     config = load_config(args.config)
@@ -47,7 +47,7 @@ def run(args) -> dict:
         from ppsn import cli
 
         raise cli.UserError(f"--depth: {e}") from None
-    test = pipeline.clip_spec(config.data, "test")
+    test = datasets.clip_spec(config.data, "test")
     size = config.data.target_size
     out = {"benchmark": "complexity", "config": args.config, "depth": depth,
            "num_classes": config.model.num_classes, "size": size,

@@ -136,6 +136,52 @@ def _note(text: str) -> None:
     print(f"distill benchmark: {text}", file=sys.stderr, flush=True)
 
 
+def _check_new(args, seeds, root: str) -> None:
+    """Refuse run directories that exist (the runs would resume)."""
+    runs = [os.path.join(root, f"seed{s}", arm) for s in seeds for arm in ("alone", "kd")]
+    if not args.teacher:
+        runs.append(os.path.join(root, "teacher"))
+    taken = [r for r in runs if os.path.exists(r)]
+    if taken:
+        raise SystemExit(f"error: {taken[0]} exists (the run would resume): give a new "
+                         "--workdir")
+
+
+def _teacher(args, root: str, cache: str) -> dict:
+    """The teacher checkpoint: ``--teacher``, else one trained here (configs/pptsn_toy.py)."""
+    if args.teacher:
+        teacher, meta = teacher_checkpoint(args.teacher)
+        return {"checkpoint": teacher, "top1": meta.get("top1"),
+                "depth": int(meta.get("depth", 18)), "epochs": None, "wall": None}
+    config = _apply(load_config(TEACHER_CONFIG), args, 0, args.teacher_epochs, cache)
+    top1, _, wall = _train(config, os.path.join(root, "teacher"))
+    _note(f"teacher: best Top-1 {top1:.4f} in {wall:.0f} s")
+    return {"checkpoint": os.path.join(root, "teacher", "best"), "top1": top1,
+            "depth": config.model.depth, "epochs": config.num_epochs, "wall": wall}
+
+
+def _students(args, seeds, root: str, cache: str, teacher: dict):
+    """Each seed's student trained alone and with KD: ``({arm: (best, last, wall) lists},
+    epochs, student depth, clip size)``."""
+    results = {"alone": ([], [], []), "kd": ([], [], [])}  # best, last, wall
+    epochs = depth = size = None
+    for seed in seeds:
+        for arm in ("alone", "kd"):
+            config = _apply(load_config(STUDENT_CONFIG), args, seed, args.epochs, cache)
+            config.distill.teacher_checkpoint = teacher["checkpoint"]
+            config.distill.teacher_depth = teacher["depth"]
+            if arm == "alone":
+                config.distill.mode = ""
+            epochs, depth = config.num_epochs, config.model.depth
+            size = config.data.target_size
+            best, last, wall = _train(config, os.path.join(root, f"seed{seed}", arm))
+            for values, v in zip(results[arm], (best, last, wall)):
+                values.append(v)
+            _note(f"seed {seed} {arm}: best Top-1 {best:.4f} (last {last:.4f}) in "
+                  f"{wall:.0f} s")
+    return results, epochs, depth, size
+
+
 def run(args) -> dict:
     import jax
 
@@ -143,52 +189,19 @@ def run(args) -> dict:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = os.path.abspath(args.workdir or tmp)
-        runs = [os.path.join(root, f"seed{s}", arm) for s in seeds for arm in ("alone", "kd")]
-        if not args.teacher:
-            runs.append(os.path.join(root, "teacher"))
-        taken = [r for r in runs if os.path.exists(r)]
-        if taken:
-            raise SystemExit(f"error: {taken[0]} exists (the run would resume): give a new "
-                             "--workdir")
+        _check_new(args, seeds, root)
         cache = os.path.join(root, "compilation_cache")
-
-        teacher_wall = None
-        if args.teacher:
-            teacher, meta = teacher_checkpoint(args.teacher)
-            teacher_top1 = meta.get("top1")
-            teacher_depth = int(meta.get("depth", 18))
-            teacher_epochs = None
-        else:
-            config = _apply(load_config(TEACHER_CONFIG), args, 0, args.teacher_epochs, cache)
-            teacher_top1, _, teacher_wall = _train(config, os.path.join(root, "teacher"))
-            teacher = os.path.join(root, "teacher", "best")
-            teacher_depth, teacher_epochs = config.model.depth, config.num_epochs
-            _note(f"teacher: best Top-1 {teacher_top1:.4f} in {teacher_wall:.0f} s")
-
-        results = {"alone": ([], [], []), "kd": ([], [], [])}  # best, last, wall
-        epochs = None
-        for seed in seeds:
-            for arm in ("alone", "kd"):
-                config = _apply(load_config(STUDENT_CONFIG), args, seed, args.epochs, cache)
-                config.distill.teacher_checkpoint = teacher
-                config.distill.teacher_depth = teacher_depth
-                if arm == "alone":
-                    config.distill.mode = ""
-                epochs, depth = config.num_epochs, config.model.depth
-                size = config.data.target_size
-                best, last, wall = _train(config, os.path.join(root, f"seed{seed}", arm))
-                for values, v in zip(results[arm], (best, last, wall)):
-                    values.append(v)
-                _note(f"seed {seed} {arm}: best Top-1 {best:.4f} (last {last:.4f}) in "
-                      f"{wall:.0f} s")
+        teacher = _teacher(args, root, cache)
+        results, epochs, depth, size = _students(args, seeds, root, cache, teacher)
 
     (alone_best, alone_last, alone_wall), (kd_best, kd_last, kd_wall) = results.values()
     diff_best = [k - a for k, a in zip(kd_best, alone_best)]
     diff_last = [k - a for k, a in zip(kd_last, alone_last)]
+    teacher_top1, teacher_wall = teacher["top1"], teacher["wall"]
     return {"benchmark": "distill", "seeds": seeds, "epochs": epochs,
-            "student_depth": depth, "teacher_depth": teacher_depth, "size": size,
+            "student_depth": depth, "teacher_depth": teacher["depth"], "size": size,
             "teacher": args.teacher or "trained here (configs/pptsn_toy.py, seed 0)",
-            "teacher_epochs": teacher_epochs,
+            "teacher_epochs": teacher["epochs"],
             "teacher_top1": None if teacher_top1 is None else round(float(teacher_top1), 4),
             "best_top1": {"alone": summary(alone_best), "kd": summary(kd_best),
                           "kd_minus_alone": summary(diff_best)},

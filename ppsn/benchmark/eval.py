@@ -50,7 +50,7 @@ def run(args) -> dict:
     import jax
 
     from ppsn import backend, parallel
-    from ppsn.data import pipeline
+    from ppsn.data import datasets
     from ppsn.evaluation import scoring
     from ppsn.recipe import pptsn_config
     from ppsn.test_mode import score_fn
@@ -64,12 +64,12 @@ def run(args) -> dict:
     model = initialize.build_model(config)
     variables = initialize.scratch_variables(model, 0)
     mesh = parallel.make_mesh(jax.local_devices()[:1])
-    spec = pipeline.clip_spec(config.data, "test")
+    spec = datasets.clip_spec(config.data, "test")
     score = score_fn(model, mesh, spec, views_per_call)
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or timing.benchmark_video(tmp, "frames")
         source = timing.RepeatedSource(timing.record_for(data), args.videos + 1)
-        ds = pipeline.eval_dataset(source, spec, 1, process_index=0, process_count=1)
+        ds = datasets.eval_dataset(source, spec, 1, process_index=0, process_count=1)
         clock = _Clock()
         # Test mode's scoring path, each video waited for (lag 0) to time host and device apart.
         scoring.score_dataset(score, variables, clock.timed(ds), len(source), mesh, lag=0)

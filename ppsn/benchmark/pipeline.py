@@ -4,7 +4,7 @@ worker processes), over one video drawn repeatedly. ``--source list`` reads it t
 PaddleVideo list file, ``--source tfds`` through a dataset ``ppsn.data.prepare`` wrote from it
 (per-frame records). Without ``--data`` it generates a 300-frame 340x256 JPEG frames folder or,
 with ``--data_format videos``, two 10 s 340x256 h264 videos with keyframe intervals of 250 and
-12 (``--gops``). The clip spec is the recipe's (``pipeline.clip_spec``): test mode hands the
+12 (``--gops``). The clip spec is the recipe's (``ppsn.data.datasets.clip_spec``): test mode hands the
 device scaled frames on a canvas and the device cuts the TenCrop views, so the test figure is
 the host part of test mode.
 
@@ -128,12 +128,12 @@ def _sampled_bytes(record, spec, draws: int) -> tuple[float, int] | tuple[None, 
 
 
 def _dataset(source, spec, batch_size, mode):
-    from ppsn.data import pipeline
+    from ppsn.data import datasets
 
     if mode == "train":
-        return pipeline.train_dataset(source, spec, batch_size, seed=0, process_index=0,
+        return datasets.train_dataset(source, spec, batch_size, seed=0, process_index=0,
                                       process_count=1)
-    return pipeline.eval_dataset(source, spec, batch_size, process_index=0, process_count=1)
+    return datasets.eval_dataset(source, spec, batch_size, process_index=0, process_count=1)
 
 
 def _in_process_costs(ds, batches: int) -> tuple[float, float]:
@@ -169,13 +169,13 @@ def _paired(base: list[float], other: list[float]) -> float:
 
 def _clips_per_s(ds, data_cfg, workers: int, setting: tuple[str, Any] | None, num_clips: int
                  ) -> tuple[float, list[int]]:
-    from ppsn.data import pipeline
+    from ppsn.data import loading
 
     data_cfg.num_workers = workers
     if setting:
         data_cfg[setting[0]] = setting[1]
-    loader = pipeline.loader_settings(data_cfg)
-    it = pipeline.to_iterator(ds, loader)
+    loader = loading.loader_settings(data_cfg)
+    it = loading.to_iterator(ds, loader)
     # Untimed: start-up (every worker makes a batch) and the batches read ahead meanwhile, so
     # that the timed ones are made while timed (else more workers, more buffers, faster).
     for _ in range(max(1, workers) + loader.read_ahead):
@@ -189,53 +189,45 @@ def _clips_per_s(ds, data_cfg, workers: int, setting: tuple[str, Any] | None, nu
     return clips / elapsed, list(warm["frames"].shape)
 
 
-def run(args) -> dict:
-    if args.plan:
-        return plan.run(args)
-    from ppsn.data import host_memory, pipeline
-    from ppsn.recipe import pptsn_config
+def _inputs(args, tmp: str):
+    """The benchmark's data: ``(format, {name: path})``."""
+    if args.data:
+        fmt = "frames" if os.path.isdir(args.data) else "videos"
+        return fmt, {os.path.basename(args.data.rstrip("/")): args.data}
+    if args.data_format == "videos":
+        return "videos", {gop: timing.h264_video(tmp, int(gop)) for gop in args.gops.split(",")}
+    return "frames", {"frames": timing.benchmark_video(tmp, "frames")}
 
-    data_cfg = pptsn_config().data
-    if args.num_seg:
-        data_cfg.num_seg = data_cfg.test_num_seg = args.num_seg
-    spec = pipeline.clip_spec(data_cfg, args.mode)
-    workers = [int(w) for w in str(args.workers).split(",")]
-    settings = _settings(args.compare, data_cfg)
-    if len(settings) > 1 and min(workers) < 1:
-        raise SystemExit("error: --compare needs --workers >= 1 (a setting of this process "
-                         "cannot be undone; each run starts new workers)")
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.data:
-            fmt = "frames" if os.path.isdir(args.data) else "videos"
-            inputs = {os.path.basename(args.data.rstrip("/")): args.data}
-        elif args.data_format == "videos":
-            fmt = "videos"
-            inputs = {gop: timing.h264_video(tmp, int(gop)) for gop in args.gops.split(",")}
-        else:
-            fmt = "frames"
-            inputs = {"frames": timing.benchmark_video(tmp, "frames")}
-        results = {}
-        for name, path in inputs.items():
-            source = _source(path, fmt, args.source, args.mode, tmp)
-            n = args.num_clips + args.batch_size * (5 * max(workers) + 6)
-            ds = _dataset(timing.RepeatedSource(source, n), spec, args.batch_size, args.mode)
-            runs, shape = {_label(t): {str(w): [] for w in workers} for t in settings}, None
-            for repeat in range(args.repeats):
-                for setting in settings:  # every other repeat in reverse: a drift hits both
-                    for w in (workers if repeat % 2 == 0 else workers[::-1]):
-                        rate, shape = _clips_per_s(ds, data_cfg, w, setting, args.num_clips)
-                        runs[_label(setting)][str(w)].append(rate)
-            sampled, video = _sampled_bytes(source[0], spec, 32)
-            data_cfg.num_workers = 0
-            host_memory.retain_freed(pipeline.loader_settings(data_cfg).retain_freed_mb)
-            read, cpu_ms = _in_process_costs(ds, max(1, 32 // args.batch_size))
-            by_setting = {k: {w: statistics.median(r) for w, r in by_w.items()}
-                          for k, by_w in runs.items()}
-            results[name] = {"by_workers": by_setting[_label(settings[-1])],
-                             "by_setting": by_setting, "runs": runs, "shape": shape,
-                             "sampled": sampled,
-                             "bytes": read, "cpu_ms": cpu_ms, "video": video}
-    first = results[next(iter(results))]
+
+def _measure(args, path: str, fmt: str, spec, data_cfg, workers, settings, tmp: str) -> dict:
+    """Clips per second of one input by setting and workers (repeats interleaved), and the
+    bytes read and CPU time per clip in this process."""
+    from ppsn.data import host_memory, loading
+
+    source = _source(path, fmt, args.source, args.mode, tmp)
+    n = args.num_clips + args.batch_size * (5 * max(workers) + 6)
+    ds = _dataset(timing.RepeatedSource(source, n), spec, args.batch_size, args.mode)
+    runs, shape = {_label(t): {str(w): [] for w in workers} for t in settings}, None
+    for repeat in range(args.repeats):
+        for setting in settings:  # every other repeat in reverse: a drift hits both
+            for w in (workers if repeat % 2 == 0 else workers[::-1]):
+                rate, shape = _clips_per_s(ds, data_cfg, w, setting, args.num_clips)
+                runs[_label(setting)][str(w)].append(rate)
+    sampled, video = _sampled_bytes(source[0], spec, 32)
+    data_cfg.num_workers = 0
+    host_memory.retain_freed(loading.loader_settings(data_cfg).retain_freed_mb)
+    read, cpu_ms = _in_process_costs(ds, max(1, 32 // args.batch_size))
+    by_setting = {k: {w: statistics.median(r) for w, r in by_w.items()}
+                  for k, by_w in runs.items()}
+    return {"by_workers": by_setting[_label(settings[-1])], "by_setting": by_setting,
+            "runs": runs, "shape": shape, "sampled": sampled, "bytes": read, "cpu_ms": cpu_ms,
+            "video": video}
+
+
+def _summary(args, spec, fmt: str, workers, first: dict) -> dict:
+    """The JSON line's figures of the first input with the most workers."""
+    from ppsn.data import loading
+
     best = first["by_workers"][str(workers[-1])]
     out = {"benchmark": "pipeline", "mode": args.mode, "source": args.source,
            "num_seg": spec.num_seg, "views_per_clip": spec.views, "batch_shape": first["shape"],
@@ -248,11 +240,16 @@ def run(args) -> dict:
            "cpu_ms_per_clip": round(first["cpu_ms"], 3),
            "bytes_read_per_clip": round(first["bytes"]),
            "sampled_bytes_per_clip": first["sampled"] and round(first["sampled"]),
-           "cpus": pipeline.available_cpus(), "cpu": timing.cpu_name(),
+           "cpus": loading.available_cpus(), "cpu": timing.cpu_name(),
            "load_average": [round(x, 2) for x in os.getloadavg()]}
     if first["sampled"]:
         out["read_per_sampled_byte"] = round(first["bytes"] / first["sampled"], 3)
         out["video_bytes"] = first["video"]  # what one record per video read per clip
+    return out
+
+
+def _comparisons(out: dict, args, workers, settings, first: dict) -> None:
+    """Add the ratios between worker counts and between settings (paired by repeat)."""
     if len(workers) > 1:
         out["clips_per_s_by_workers"] = {w: round(v, 2) for w, v in first["by_workers"].items()}
         last = first["runs"][_label(settings[-1])]
@@ -266,8 +263,32 @@ def run(args) -> dict:
             k: {w: round(v, 2) for w, v in by_w.items()} for k, by_w in first["by_setting"].items()}
         base, last = (first["runs"][_label(t)] for t in (settings[0], settings[-1]))
         out["gain_by_workers"] = {w: round(_paired(base[w], last[w]), 3) for w in last}
+
+
+def run(args) -> dict:
+    if args.plan:
+        return plan.run(args)
+    from ppsn.data import datasets, loading
+    from ppsn.recipe import pptsn_config
+
+    data_cfg = pptsn_config().data
+    if args.num_seg:
+        data_cfg.num_seg = data_cfg.test_num_seg = args.num_seg
+    spec = datasets.clip_spec(data_cfg, args.mode)
+    workers = [int(w) for w in str(args.workers).split(",")]
+    settings = _settings(args.compare, data_cfg)
+    if len(settings) > 1 and min(workers) < 1:
+        raise SystemExit("error: --compare needs --workers >= 1 (a setting of this process "
+                         "cannot be undone; each run starts new workers)")
+    with tempfile.TemporaryDirectory() as tmp:
+        fmt, inputs = _inputs(args, tmp)
+        results = {name: _measure(args, path, fmt, spec, data_cfg, workers, settings, tmp)
+                   for name, path in inputs.items()}
+    first = results[next(iter(results))]
+    out = _summary(args, spec, fmt, workers, first)
+    _comparisons(out, args, workers, settings, first)
     data_cfg.num_workers = workers[-1]  # the settings of the reported runs
-    loader = pipeline.loader_settings(data_cfg)
+    loader = loading.loader_settings(data_cfg)
     out["loader"] = {"worker_buffer_size": loader.worker_buffer_size,
                      "prefetch_batches": loader.prefetch_batches,
                      "decode_threads": loader.decode_threads,

@@ -91,7 +91,7 @@ def check_record(record, specs=()) -> str | None:
 def clip_specs(config_file: str | None = None) -> list:
     """The clip specs of training, validation and test mode from a config file (default: the
     recipe's)."""
-    from ppsn.data import pipeline
+    from ppsn.data import datasets
 
     if config_file:
         import importlib.util
@@ -107,7 +107,7 @@ def clip_specs(config_file: str | None = None) -> list:
 
         data = pptsn_config().data
     try:
-        return [pipeline.clip_spec(data, mode) for mode in clips.MODES]
+        return [datasets.clip_spec(data, mode) for mode in clips.MODES]
     except ValueError as e:
         raise cli.UserError(f"--config {config_file or '(the recipe)'}: {e}") from None
 

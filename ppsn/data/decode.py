@@ -14,7 +14,7 @@ record and frame number) and the reason, so that pipelines can count, log and re
 sample. Reasons are plain text: no Python object reprs.
 
 Library threads: :func:`set_threads` caps OpenCV's pool and FFmpeg's decoder threads in this
-process (the input pipeline calls it in each worker process: see ``ppsn.data.pipeline``).
+process (the input pipeline calls it in each worker process: see ``ppsn.data.loading``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """How many loader workers a process needs and how much it may read ahead: sized by need,
-bounded in bytes (pure arithmetic; :func:`ppsn.data.pipeline.loader_settings` applies it).
+bounded in bytes (pure arithmetic; :func:`ppsn.data.loading.loader_settings` applies it).
 
 Workers come from what the devices consume: ``WORKERS_PER_DEVICE`` per accelerator (one worker
 makes 430-600 recipe train clips/s, 1.6-2.3 ms CPU per clip measured by ``python -m

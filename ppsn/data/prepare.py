@@ -85,6 +85,31 @@ def _pool(num_workers: int):
         initializer=decode.set_threads, initargs=(1,))
 
 
+def _write_split(part, split: str, entries, encode, window: int, pool, stats: dict,
+                 result: Prepared, progress: bool) -> None:
+    """Encode and write one split's videos from where an earlier run stopped (``part``: the
+    writer's split), skipping those that cannot be encoded."""
+    from ppsn.data.tfds.base import Skipped
+
+    if part.position:
+        result.resumed[split] = part.videos
+        print(f"{split}: resuming after {part.position} of {len(entries)} videos "
+              f"({part.shards_resumed} shards already written)", file=sys.stderr)
+    bar = tqdm(total=len(entries), initial=part.position, desc=split, unit="video",
+               disable=not progress, postfix=f"skipped {part.skipped}", bar_format="{desc}: "
+               "{n_fmt}/{total_fmt} videos{postfix} [{elapsed}<{remaining}, {rate_fmt}]")
+    for entry, (encoded, path, reason) in bounded_map(
+            encode, entries[part.position:], window, pool, stats):
+        if encoded is None:
+            part.skip(Skipped(split, entry.video_id, path, reason))
+            bar.set_postfix_str(f"skipped {part.skipped}", refresh=False)
+        else:
+            part.write(entry, encoded)
+        bar.update(1)
+    part.close_shard()
+    bar.close()
+
+
 def prepare(dataset: str, manual_dir: str, data_dir: str, config: str = "frames",
             num_workers: int = 1, *, window: int | None = None, shard_mb: float = 1024,
             force: bool = False, progress: bool = False, local_dir: str | None = None,
@@ -128,24 +153,8 @@ def prepare(dataset: str, manual_dir: str, data_dir: str, config: str = "frames"
     pool = _pool(num_workers)
     try:
         for split, entries in splits.items():
-            part = out.split(split)
-            if part.position:
-                result.resumed[split] = part.videos
-                print(f"{split}: resuming after {part.position} of {len(entries)} videos "
-                      f"({part.shards_resumed} shards already written)", file=sys.stderr)
-            bar = tqdm(total=len(entries), initial=part.position, desc=split, unit="video",
-                       disable=not progress, postfix=f"skipped {part.skipped}", bar_format="{desc}: "
-                       "{n_fmt}/{total_fmt} videos{postfix} [{elapsed}<{remaining}, {rate_fmt}]")
-            for entry, (encoded, path, reason) in bounded_map(
-                    encode, entries[part.position:], window, pool, stats):
-                if encoded is None:
-                    part.skip(Skipped(split, entry.video_id, path, reason))
-                    bar.set_postfix_str(f"skipped {part.skipped}", refresh=False)
-                else:
-                    part.write(entry, encoded)
-                bar.update(1)
-            part.close_shard()
-            bar.close()
+            _write_split(out.split(split), split, entries, encode, window, pool, stats, result,
+                         progress)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -232,7 +241,7 @@ def summary(result: Prepared) -> str:
 
 
 def main(argv=None) -> int:
-    from ppsn.data.pipeline import available_cpus
+    from ppsn.data.loading import available_cpus
     from ppsn.data.tfds import DATASETS
 
     parser = argparse.ArgumentParser(prog="python -m ppsn.data.prepare",

@@ -10,10 +10,10 @@ def name(source) -> str:
 
 def checked_source(config, mode: str):
     """``(source, None)`` of ``mode`` ('train', 'valid', 'test'), or ``(None, the problem)``."""
-    from ppsn.data import pipeline
+    from ppsn.data import datasets
 
     try:
-        source = pipeline.make_source(config.data, mode, config.model.num_classes)
+        source = datasets.make_source(config.data, mode, config.model.num_classes)
     except (OSError, ValueError) as e:
         return None, f"{mode} data: {e}"
     skipped = getattr(source, "skipped", [])

@@ -4,7 +4,7 @@ per-video results, each video exactly once, whatever the device and process coun
 Validation (CenterCrop loss / Top-1 / Top-5), the TenCrop test and ``python -m ppsn.benchmark
 eval`` differ in their clips, in the jitted function that scores a batch and in their reports,
 not in how they go through a list: :func:`score_dataset` feeds each batch
-(:func:`ppsn.data.pipeline.eval_dataset`: padded with ``mask`` False rows so that every process
+(:func:`ppsn.data.datasets.eval_dataset`: padded with ``mask`` False rows so that every process
 runs the same steps) to ``score(variables, batch)``, fetches its results one batch late (the
 device is already busy with the next one) and files each row under its list index. ``score``
 returns per-row outputs replicated on every process (every process sees every row) and the
@@ -87,7 +87,7 @@ class Ledger:
 def score_dataset(score, variables, batches: Iterable[dict], num_videos: int, mesh, *,
                   inputs=("frames", "hw"), keep_ids: bool = False, lag: int = 1) -> Ledger:
     """The :class:`Ledger` of ``score(variables, batch)`` over ``batches`` (this process's
-    batches of a list of ``num_videos``: :func:`ppsn.data.pipeline.eval_dataset`'s, through a
+    batches of a list of ``num_videos``: :func:`ppsn.data.datasets.eval_dataset`'s, through a
     loader). ``inputs``: the batch fields fed besides :data:`ROW_KEYS`. ``lag``: batches in
     flight before their results are fetched (1: the next batch is dispatched first; 0: each
     batch is waited for, as a benchmark timing host and device apart needs). ``keep_ids``

@@ -86,19 +86,8 @@ def _conv_out(size, stride):
     return (size - 1) // stride + 1  # k = 3, pad 1 or k = 1, pad 0
 
 
-def build(variables, depth: int, views: int, height: int, width: int,
-          input_kind: str = "uint8", mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """The ONNX ``ModelProto`` of the eval graph of a TSN with these ``variables``."""
-    onnx = _onnx()
-    plan.check_depth(depth)
-    if input_kind not in INPUT_KINDS:
-        raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {input_kind!r}")
-    params, stats = variables["params"]["backbone"], variables["batch_stats"]["backbone"]
-    head = variables["params"]["fc"]
-    g = _Graph(onnx)
-    elem = onnx.TensorProto.UINT8 if input_kind == "uint8" else onnx.TensorProto.FLOAT
-    frames = onnx.helper.make_tensor_value_info("frames", elem, ["n", views, height, width, 3])
-
+def _normalized_input(g, onnx, input_kind, height, width, mean, std):
+    """``frames`` as float32 NCHW ``[n * views, 3, H, W]``, normalized (uint8 input)."""
     x = g.op("Reshape", ["frames", g.const("shape", np.array([-1, height, width, 3], np.int64))])
     x = g.op("Transpose", [x], perm=[0, 3, 1, 2])  # NHWC -> NCHW
     if input_kind == "uint8":
@@ -107,7 +96,11 @@ def build(variables, depth: int, views: int, height: int, width: int,
         shift = (-np.asarray(mean, np.float64) / np.asarray(std, np.float64)).astype(np.float32)
         x = g.op("Add", [g.op("Mul", [x, g.const("inv_std", inv)]),
                          g.const("shift", shift.reshape(1, 3, 1, 1))])
+    return x
 
+
+def _backbone(g, x, params, stats, depth: int, height: int, width: int):
+    """The ResNet-vd backbone: the stem (its output named ``STEM``) and the residual blocks."""
     h, w = height, width
     for name, _, stride in plan.STEM:
         x = _conv_bn(g, x, params[name], stats[name], True, stride=stride)
@@ -132,7 +125,12 @@ def build(variables, depth: int, views: int, height: int, width: int,
             short = _conv_bn(g, short, p["short"], s["short"], False)
         h, w = _conv_out(h, block.stride), _conv_out(w, block.stride)
         x = g.op("Relu", [g.op("Add", [short, y])])
+    return x
 
+
+def _head(g, onnx, x, head, views: int) -> int:
+    """Spatial mean, mean over a clip's views, fc and softmax (``logits``, ``scores``); returns
+    the number of classes."""
     pooled = g.op("ReduceMean", [x], axes=[2, 3], keepdims=0)  # [n * views, C]
     channels = np.asarray(head["kernel"]).shape[0]
     pooled = g.op("Reshape", [pooled, g.const("shape", np.array([-1, views, channels], np.int64))])
@@ -142,7 +140,23 @@ def build(variables, depth: int, views: int, height: int, width: int,
                            g.const("fc_b", np.asarray(head["bias"], np.float32))])
     g.nodes.append(onnx.helper.make_node("Identity", [logits], ["logits"], name="logits"))
     g.nodes.append(onnx.helper.make_node("Softmax", ["logits"], ["scores"], axis=-1, name="scores"))
-    classes = kernel.shape[1]
+    return kernel.shape[1]
+
+
+def build(variables, depth: int, views: int, height: int, width: int,
+          input_kind: str = "uint8", mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """The ONNX ``ModelProto`` of the eval graph of a TSN with these ``variables``."""
+    onnx = _onnx()
+    plan.check_depth(depth)
+    if input_kind not in INPUT_KINDS:
+        raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {input_kind!r}")
+    params, stats = variables["params"]["backbone"], variables["batch_stats"]["backbone"]
+    g = _Graph(onnx)
+    elem = onnx.TensorProto.UINT8 if input_kind == "uint8" else onnx.TensorProto.FLOAT
+    frames = onnx.helper.make_tensor_value_info("frames", elem, ["n", views, height, width, 3])
+    x = _normalized_input(g, onnx, input_kind, height, width, mean, std)
+    x = _backbone(g, x, params, stats, depth, height, width)
+    classes = _head(g, onnx, x, variables["params"]["fc"], views)
     outputs = [onnx.helper.make_tensor_value_info(k, onnx.TensorProto.FLOAT, ["n", classes])
                for k in ("logits", "scores")]
     graph = onnx.helper.make_graph(g.nodes, f"ppsn_tsn_r{depth}", [frames], outputs,

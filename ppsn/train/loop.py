@@ -29,7 +29,8 @@ import jax
 
 from ppsn import (backend, checkpoint, compilation, parallel, paths, shared_workdir,
                   workdir_lock)
-from ppsn.data import pipeline, toy
+from ppsn.data import datasets, loading, toy
+from ppsn.data.skip_log import log_consumed_skips, read_skip_log, summarize_skips
 from ppsn.train import preemption, prefetch, reporting, steps, tasks, validation
 
 log = logging.getLogger(__name__)
@@ -114,26 +115,18 @@ def setup(config, workdir: str, inputs_for, claim=None) -> Run:
     train_fn, _ = steps.jit_steps(step_cfg, mesh)
     # Each process appends to its own log; in a bucket, to a local copy pushed at checkpoints.
     skip_log = paths.Mirror(paths.join(workdir, f"bad_samples.process{jax.process_index()}.jsonl"))
-    train_spec = pipeline.clip_spec(config.data, "train")
-    train_ds = pipeline.train_dataset(train_source, train_spec, local_batch, config.seed)
-    batch_bytes = local_batch * math.prod(train_spec.shape)
-    plan = pipeline.loading_plan(config.data, **_plan_args(batch_bytes))
-    loader = pipeline.loader_settings(config.data, **_plan_args(batch_bytes))
-    log.info("data: %s; workers by need %d, read-ahead bound %.2f GiB (workers limited by %s)",
-             loader.describe(batch_bytes), plan.workers_by_need,
-             plan.read_ahead_budget_bytes / 2**30, plan.limited_by)
-    if plan.read_ahead_bytes > plan.read_ahead_budget_bytes:
-        log.warning("data: %d worker processes read ahead %.2f GiB, above data.read_ahead_mb "
-                    "(%.2f GiB)", loader.num_workers, plan.read_ahead_bytes / 2**30,
-                    plan.read_ahead_budget_bytes / 2**30)
+    train_spec = datasets.clip_spec(config.data, "train")
+    train_ds = datasets.train_dataset(train_source, train_spec, local_batch, config.seed)
+    loader = loading.planned_loader(
+        config.data, **_plan_args(local_batch * math.prod(train_spec.shape)))
     val = None
     if config.validate:
-        val = (inputs.valid, pipeline.clip_spec(config.data, "valid"))
+        val = (inputs.valid, datasets.clip_spec(config.data, "valid"))
     return Run(config=config, workdir=workdir, mesh=mesh, task=task, step_cfg=step_cfg,
                train_fn=train_fn, eval_fn=steps.jit_eval(step_cfg, mesh),
                num_videos=len(train_source), steps_per_epoch=steps_per_epoch,
                total_steps=total_steps,
-               data_iter=pipeline.to_iterator(train_ds, loader),
+               data_iter=loading.to_iterator(train_ds, loader),
                ckpt=checkpoint.TrainCheckpointer(workdir, config.keep_checkpoints,
                                                  global_batch=config.batch_size),
                writer=reporting.Writer(workdir), skip_log=skip_log, val=val,
@@ -195,7 +188,7 @@ def validate_and_keep_best(run: Run, progress: Progress, state, done: int) -> No
     batch_bytes = (run.config.valid_batch_size // jax.process_count()) * math.prod(spec.shape)
     val = validation.validate(run.eval_fn, state, source, spec, run.config.valid_batch_size,
                               run.mesh,
-                              pipeline.loader_settings(run.config.data, **_plan_args(batch_bytes)),
+                              loading.loader_settings(run.config.data, **_plan_args(batch_bytes)),
                               log_every=run.config.log_interval)
     log.info(f"epoch:[{epoch:3d}/{run.config.num_epochs:<3d}] val loss: {val['loss']:.5f} "
              f"top1: {val['top1']:.5f} top5: {val['top5']:.5f} "
@@ -274,7 +267,7 @@ def train_steps(run: Run, progress: Progress, state, rng, start: int, stop: int)
             waited = time.perf_counter() - t0
             progress.meter.reader += waited
             progress.data_wait_s += waited
-            progress.replaced += pipeline.log_consumed_skips(skips, run.skip_log.local, step)
+            progress.replaced += log_consumed_skips(skips, run.skip_log.local, step)
             state, metrics = run.train_fn(state, batch, rng)
             progress.meter.values.append(metrics)
             pending.append(metrics["loss"])
@@ -338,9 +331,9 @@ def _feed(run: Run) -> prefetch.DevicePrefetcher:
 
 
 def summarize(run: Run, progress: Progress) -> None:
-    entries = pipeline.read_skip_log(run.skip_log.target)
+    entries = read_skip_log(run.skip_log.target)
     log.info("data: %d bad samples replaced during training. %s", progress.replaced,
-             pipeline.summarize_skips(entries) if entries else "")
+             summarize_skips(entries) if entries else "")
     for list_file, skipped in run.skipped_lines.items():
         log.warning("data: %d lines of %s were skipped (not trained or validated on), e.g. %s",
                     len(skipped), list_file, skipped[0])

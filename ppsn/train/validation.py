@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from ppsn import checkpoint, parallel, paths
-from ppsn.data import pipeline
+from ppsn.data import datasets, loading
 from ppsn.evaluation import metrics, scoring
 
 log = logging.getLogger(__name__)
@@ -21,8 +21,8 @@ def validate(eval_fn, state, source, spec, global_batch, mesh, loader=None,
     exactly once (``eval_fn``: :func:`ppsn.train.steps.jit_eval`'s); ``log_every > 0`` logs
     progress (videos done / total) every that many batches."""
     local = parallel.check_batch_size(global_batch, mesh)
-    ds = pipeline.eval_dataset(source, spec, local)
-    batches = _logged(pipeline.to_iterator(ds, loader), len(ds), log_every, global_batch,
+    ds = datasets.eval_dataset(source, spec, local)
+    batches = _logged(loading.to_iterator(ds, loader), len(ds), log_every, global_batch,
                       len(source))
     return reduce(scoring.score_dataset(eval_fn, state, batches, len(source), mesh,
                                         inputs=("frames",)))

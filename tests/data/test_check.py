@@ -84,19 +84,19 @@ def test_check_cli_usage_errors_are_one_line_and_exit_2(toy_dir, tmp_path):
 def _pipeline_failures(source, specs, rngs=8):
     """Indices of the records the real pipelines cannot make a clip of: training replaces them
     (several seeds, so several random samplings) and test / validation mark them failed."""
-    from ppsn.data import pipeline
+    from ppsn.data import datasets
 
     failed = set()
     for spec in specs:
         if spec.mode == "train":
             for seed in range(rngs):
-                loader = pipeline.TrainLoader(source, spec)
+                loader = datasets.TrainLoader(source, spec)
                 for record in source.records:
                     example = loader(record, np.random.default_rng(seed))
                     if example["replaced"]:
                         failed.add(record["index"])
         else:
-            loader = pipeline.EvalLoader(source, spec)
+            loader = datasets.EvalLoader(source, spec)
             for position in range(len(source)):
                 if loader(position)["failed"]:
                     failed.add(position)

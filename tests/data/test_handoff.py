@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from ppsn.data import handoff, pipeline
+from ppsn.data import datasets, handoff, loading
 from ppsn.data.clips import ClipSpec
 from ppsn.data.lists import ListFileSource
 
@@ -39,14 +39,14 @@ def _toy_dataset(toy_dir, mode):
                             "frames", str(toy_dir), 10)
     spec = ClipSpec(mode, 3, 64, 48)
     if mode == "train":
-        return pipeline.train_dataset(source, spec, 2, seed=0, num_epochs=3, process_index=0,
+        return datasets.train_dataset(source, spec, 2, seed=0, num_epochs=3, process_index=0,
                                       process_count=1)
-    return pipeline.eval_dataset(source, spec, 2, process_index=0, process_count=1)
+    return datasets.eval_dataset(source, spec, 2, process_index=0, process_count=1)
 
 
 @pytest.fixture
 def small_arrays_in_the_ring(monkeypatch):
-    monkeypatch.setattr(pipeline, "MIN_SHM_BYTES", 1024)  # the toy's small frames too
+    monkeypatch.setattr(loading, "MIN_SHM_BYTES", 1024)  # the toy's small frames too
 
 
 def _assert_batch(batch, expected):
@@ -60,7 +60,7 @@ def test_ring_batches_equal_in_process_batches_and_segments_are_reused(
         toy_dir, mode, prefetch, small_arrays_in_the_ring):
     ds = _toy_dataset(toy_dir, mode)
     before = _segments()
-    it = pipeline.to_iterator(ds, pipeline.Loader(num_workers=2, prefetch_batches=prefetch,
+    it = loading.to_iterator(ds, loading.Loader(num_workers=2, prefetch_batches=prefetch,
                                                   handoff="ring"))
     it._receiver = names = _Names(it._receiver)
     received = 0
@@ -78,9 +78,9 @@ def test_batches_held_are_never_overwritten_and_the_excess_comes_grains_way(
         toy_dir, small_arrays_in_the_ring, caplog):
     ds = _toy_dataset(toy_dir, "train")
     before = _segments()
-    it = pipeline.to_iterator(ds, pipeline.Loader(num_workers=1, prefetch_batches=0,
+    it = loading.to_iterator(ds, loading.Loader(num_workers=1, prefetch_batches=0,
                                                   handoff="ring"))
-    slots = pipeline._ring_slots(it._loader)
+    slots = loading._ring_slots(it._loader)
     assert len(ds) > slots + 2
     with caplog.at_level("WARNING", logger="ppsn.data.handoff"):
         got = list(it)  # every batch held: its slot stays taken

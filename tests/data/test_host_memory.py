@@ -9,7 +9,7 @@ import grain
 import numpy as np
 import pytest
 
-from ppsn.data import host_memory, pipeline
+from ppsn.data import host_memory, loading
 
 # A fresh process that only decodes (as a Grain worker does): 8 batches of 8 train clips.
 _CLIPS = r"""
@@ -55,7 +55,7 @@ def test_retain_freed_rejects_negative_budgets():
     with pytest.raises(ValueError, match="retain_freed_mb must be >= 0"):
         host_memory.retain_freed(-1)
     with pytest.raises(ValueError, match="retain_freed_mb must be >= 0"):
-        pipeline.Loader(retain_freed_mb=-2)
+        loading.Loader(retain_freed_mb=-2)
 
 
 def _worker_settings(i):
@@ -70,7 +70,7 @@ def _worker_settings(i):
 @pytest.mark.parametrize("threads,retain", [(1, 64), (3, 0)])
 def test_library_threads_and_retained_memory_are_set_in_every_worker(threads, retain):
     ds = grain.MapDataset.range(8).map(_worker_settings).batch(1)
-    it = pipeline.to_iterator(ds, pipeline.Loader(num_workers=2, decode_threads=threads,
+    it = loading.to_iterator(ds, loading.Loader(num_workers=2, decode_threads=threads,
                                                   prefetch_batches=0, retain_freed_mb=retain))
     seen = {tuple(b[0].tolist()) for b in it}
     assert seen == {(threads, threads, retain)}  # OpenCV's pool, FFmpeg's threads, malloc

@@ -3,7 +3,7 @@
 import json
 
 from ppsn.benchmark.__main__ import main as benchmark_main
-from ppsn.data import loading_plan, pipeline
+from ppsn.data import loading, loading_plan
 from ppsn.recipe import pptsn_config
 
 
@@ -30,12 +30,12 @@ def test_workers_follow_need_cpus_and_the_byte_bound():
     data = pptsn_config().data
     clip = 3 * 224 * 224 * 3
     # CPU-only: all CPUs but one, as before.
-    assert pipeline.loader_settings(data, 16).num_workers == 15
+    assert loading.loader_settings(data, 16).num_workers == 15
     gpu = dict(local_devices=2, accelerator=True, host_memory=64 * 2**30)
-    assert pipeline.loader_settings(data, 64, **gpu, batch_bytes=8 * clip).num_workers == 10
-    assert pipeline.loader_settings(data, 4, **gpu, batch_bytes=8 * clip).num_workers == 3
+    assert loading.loader_settings(data, 64, **gpu, batch_bytes=8 * clip).num_workers == 10
+    assert loading.loader_settings(data, 4, **gpu, batch_bytes=8 * clip).num_workers == 3
     data.read_ahead_mb = 100  # 4 batches of 14.5 MB per worker: 1 fits
-    plan = pipeline.loading_plan(data, 64, **gpu, batch_bytes=32 * clip)
+    plan = loading.loading_plan(data, 64, **gpu, batch_bytes=32 * clip)
     assert (plan.num_workers, plan.limited_by) == (1, "read_ahead_mb")
     # The default bound: an eighth of this process's share of the host's memory, <= 8 GiB.
     assert loading_plan.default_read_ahead_mb(64 * 2**30, 8, 16) == 4096

@@ -6,7 +6,8 @@ import numpy as np
 import psutil
 import pytest
 
-from ppsn.data import pipeline
+from ppsn.data import datasets, loading
+from ppsn.data.skip_log import log_consumed_skips, read_skip_log, summarize_skips
 from ppsn.data.clips import ClipSpec, load_clip
 from ppsn.data.lists import ListFileSource
 
@@ -23,7 +24,7 @@ def _stream(ds, n):
 
 
 def test_batches_are_uint8_with_labels_and_indices(train_frames):
-    ds = pipeline.train_dataset(train_frames, SPEC, 4, seed=0, process_index=0, process_count=1)
+    ds = datasets.train_dataset(train_frames, SPEC, 4, seed=0, process_index=0, process_count=1)
     batch = ds[0]
     assert batch["frames"].shape == (4, 3, 48, 48, 3) and batch["frames"].dtype == np.uint8
     assert batch["label"].dtype == np.int32 and batch["index"].dtype == np.int32
@@ -34,23 +35,23 @@ def test_batches_are_uint8_with_labels_and_indices(train_frames):
 
 def test_epochs_are_reshuffled_and_cover_everything(train_frames):
     n = len(train_frames)
-    ds = pipeline.train_dataset(train_frames, SPEC, 1, seed=3, num_epochs=2,
+    ds = datasets.train_dataset(train_frames, SPEC, 1, seed=3, num_epochs=2,
                                 process_index=0, process_count=1)
     order = [int(ds[i]["index"][0]) for i in range(2 * n)]
     assert sorted(order[:n]) == list(range(n)) and sorted(order[n:]) == list(range(n))
     assert order[:n] != order[n:]
-    again = pipeline.train_dataset(train_frames, SPEC, 1, seed=3, num_epochs=2,
+    again = datasets.train_dataset(train_frames, SPEC, 1, seed=3, num_epochs=2,
                                    process_index=0, process_count=1)
     np.testing.assert_array_equal(again[5]["frames"], ds[5]["frames"])  # deterministic
-    other = pipeline.train_dataset(train_frames, SPEC, 1, seed=4, num_epochs=2,
+    other = datasets.train_dataset(train_frames, SPEC, 1, seed=4, num_epochs=2,
                                    process_index=0, process_count=1)
     assert [int(other[i]["index"][0]) for i in range(n)] != order[:n]
 
 
 def test_process_shards_do_not_overlap_and_rebuild_the_global_stream(train_frames):
-    single = pipeline.train_dataset(train_frames, SPEC, 1, seed=1, num_epochs=1,
+    single = datasets.train_dataset(train_frames, SPEC, 1, seed=1, num_epochs=1,
                                     process_index=0, process_count=1)
-    shards = [pipeline.train_dataset(train_frames, SPEC, 1, seed=1, num_epochs=1,
+    shards = [datasets.train_dataset(train_frames, SPEC, 1, seed=1, num_epochs=1,
                                      process_index=p, process_count=3) for p in range(3)]
     n = len(train_frames)
     per = n // 3
@@ -65,14 +66,14 @@ def test_process_shards_do_not_overlap_and_rebuild_the_global_stream(train_frame
 @pytest.mark.parametrize("saved_with,restored_with", [(0, 2), (2, 1)])
 def test_iterator_state_restores_the_exact_position_with_any_worker_count(
         train_frames, saved_with, restored_with):
-    ds = pipeline.train_dataset(train_frames, SPEC, 2, seed=0, process_index=0, process_count=1)
-    it = pipeline.to_iterator(ds, saved_with)
+    ds = datasets.train_dataset(train_frames, SPEC, 2, seed=0, process_index=0, process_count=1)
+    it = loading.to_iterator(ds, saved_with)
     for _ in range(3):
         next(it)
     state = it.get_state()
     expected = [next(it) for _ in range(3)]
     it.close()
-    resumed = pipeline.to_iterator(ds, restored_with)  # Grain's own state would not restore
+    resumed = loading.to_iterator(ds, restored_with)  # Grain's own state would not restore
     resumed.set_state(state)
     for want in expected:
         got = next(resumed)
@@ -106,16 +107,16 @@ def _tree_rss():
     return sum(p.memory_info().rss for p in [me] + me.children(recursive=True))
 
 
-@pytest.mark.parametrize("loader", [pipeline.Loader(num_workers=0, prefetch_batches=2),
-                                    pipeline.Loader(num_workers=2, worker_buffer_size=1,
+@pytest.mark.parametrize("loader", [loading.Loader(num_workers=0, prefetch_batches=2),
+                                    loading.Loader(num_workers=2, worker_buffer_size=1,
                                                     prefetch_batches=0)])
 def test_read_ahead_is_bounded_and_memory_flat_while_the_consumer_waits(
         train_frames, tmp_path, loader):
     source = CountingSource(train_frames, tmp_path / "reads")
     batch = 4  # clips of 3 x 224 x 224 x 3: 1.8 MB per batch
-    ds = pipeline.train_dataset(source, ClipSpec("train", 3, 256, 224), batch, seed=0,
+    ds = datasets.train_dataset(source, ClipSpec("train", 3, 256, 224), batch, seed=0,
                                 process_index=0, process_count=1)
-    it = pipeline.to_iterator(ds, loader)
+    it = loading.to_iterator(ds, loader)
     next(it)
     # Wait until nothing more is made (Grain's default read-ahead, 500 batches per process and
     # per worker, would take minutes to fill), then check it stays so.
@@ -140,24 +141,24 @@ def test_loader_settings_are_derived_from_the_cpus_when_unset(monkeypatch):
     from ppsn.recipe import pptsn_config
 
     data = pptsn_config().data
-    assert pipeline.loader_settings(data, cpus=1) == pipeline.Loader(0, 1, 2, 1, 64)
-    auto = pipeline.loader_settings(data, cpus=12)
-    assert auto == pipeline.Loader(num_workers=11, worker_buffer_size=1, prefetch_batches=0,
+    assert loading.loader_settings(data, cpus=1) == loading.Loader(0, 1, 2, 1, 64)
+    auto = loading.loader_settings(data, cpus=12)
+    assert auto == loading.Loader(num_workers=11, worker_buffer_size=1, prefetch_batches=0,
                                    decode_threads=1, retain_freed_mb=64)
     assert auto.read_ahead == 11 * 4
     data.num_workers, data.prefetch_batches, data.decode_threads = 3, 1, 2
     data.retain_freed_mb = 0
-    assert pipeline.loader_settings(data, cpus=12) == pipeline.Loader(3, 1, 1, 2, 0)
+    assert loading.loader_settings(data, cpus=12) == loading.Loader(3, 1, 1, 2, 0)
     monkeypatch.setenv("PPSN_CPUS", "6")  # what launch/*.sh set per process
-    assert pipeline.available_cpus() == 6
+    assert loading.available_cpus() == 6
     data.num_workers = -1
-    assert pipeline.loader_settings(data).num_workers == 5
+    assert loading.loader_settings(data).num_workers == 5
     monkeypatch.setenv("PPSN_CPUS", "six")
     with pytest.raises(ValueError, match="PPSN_CPUS"):
-        pipeline.available_cpus()
+        loading.available_cpus()
     data.worker_buffer_size = -2
     with pytest.raises(ValueError, match="worker_buffer_size must be >= 0"):
-        pipeline.loader_settings(data, cpus=4)
+        loading.loader_settings(data, cpus=4)
 
 
 @pytest.mark.parametrize("processes,batch", [(1, 4), (3, 4), (8, 1), (2, 7)])
@@ -166,7 +167,7 @@ def test_eval_scores_every_video_exactly_once(toy_dir, processes, batch):
     spec = ClipSpec("valid", 3, 64, 48)
     steps, seen = set(), []
     for p in range(processes):
-        ds = pipeline.eval_dataset(source, spec, batch, process_index=p, process_count=processes)
+        ds = datasets.eval_dataset(source, spec, batch, process_index=p, process_count=processes)
         steps.add(len(ds))
         for b in ds:
             assert b["frames"].shape == (batch, 3, 48, 48, 3)
@@ -178,7 +179,7 @@ def test_eval_scores_every_video_exactly_once(toy_dir, processes, batch):
 
 def test_test_mode_batches_carry_ten_crops(toy_dir):
     source = ListFileSource(str(toy_dir / "test_frames.list"), "frames", str(toy_dir))
-    ds = pipeline.eval_dataset(source, ClipSpec("test", 2, 64, 48), 3, process_index=0,
+    ds = datasets.eval_dataset(source, ClipSpec("test", 2, 64, 48), 3, process_index=0,
                                process_count=1)
     assert ds[0]["frames"].shape == (3, 20, 48, 48, 3)
 
@@ -201,44 +202,44 @@ def test_bad_training_samples_are_replaced_counted_and_logged(toy_dir, tmp_path,
     root = _broken_copy(toy_dir, tmp_path)
     source = ListFileSource(str(root / "train.list"), "videos", str(root))
     skip_log = str(tmp_path / "skips.jsonl")
-    ds = pipeline.train_dataset(source, SPEC, 1, seed=0, num_epochs=1, process_index=0,
+    ds = datasets.train_dataset(source, SPEC, 1, seed=0, num_epochs=1, process_index=0,
                                 process_count=1)
-    batches = list(pipeline.to_iterator(ds))
+    batches = list(loading.to_iterator(ds))
     assert len(batches) == len(source)  # nothing lost: every position yields a clip
     assert sum(int(b["replaced"][0]) for b in batches) == 3
-    logged = sum(pipeline.log_consumed_skips(b, skip_log, step) for step, b in enumerate(batches))
+    logged = sum(log_consumed_skips(b, skip_log, step) for step, b in enumerate(batches))
     assert logged == 3
-    entries = pipeline.read_skip_log(skip_log)
+    entries = read_skip_log(skip_log)
     assert sorted(e["index"] for e in entries) == [1, 4, 6]
     reasons = {e["index"]: e["reason"] for e in entries}
     assert "empty video" in reasons[1] and "cannot open" in reasons[4]
     assert reasons[6] == "missing video file"
     assert "bad sample (train)" in caplog.text
-    summary = pipeline.summarize_skips(entries)
+    summary = summarize_skips(entries)
     assert summary.startswith("3 bad samples (3 distinct files)")
     # Replacement is deterministic: the same stream again gives the same clips.
     np.testing.assert_array_equal(ds[0]["frames"], batches[0]["frames"])
     # A resumed run that consumes a logged step again does not count it twice.
     step = next(i for i, b in enumerate(batches) if b["replaced"][0])
-    pipeline.log_consumed_skips(batches[step], skip_log, step)
-    assert len(pipeline.read_skip_log(skip_log)) == 3
+    log_consumed_skips(batches[step], skip_log, step)
+    assert len(read_skip_log(skip_log)) == 3
 
 
 def test_skip_log_holds_only_the_samples_the_run_consumed(toy_dir, tmp_path):
     root = _broken_copy(toy_dir, tmp_path)
     source = ListFileSource(str(root / "train.list"), "videos", str(root))
-    ds = pipeline.train_dataset(source, SPEC, 1, seed=0, num_epochs=1, process_index=0,
+    ds = datasets.train_dataset(source, SPEC, 1, seed=0, num_epochs=1, process_index=0,
                                 process_count=1)
     replaced = [int(ds[i]["replaced"][0]) for i in range(len(ds))]
     # Stop right after the first replaced sample, with the others inside the read-ahead.
     stop = replaced.index(1)
     assert sum(replaced[stop + 1:]) == 2
-    it = pipeline.to_iterator(ds, pipeline.Loader(num_workers=0, prefetch_batches=len(ds)))
+    it = loading.to_iterator(ds, loading.Loader(num_workers=0, prefetch_batches=len(ds)))
     skip_log = str(tmp_path / "skips.jsonl")
     for step in range(stop + 1):
-        pipeline.log_consumed_skips(next(it), skip_log, step)
+        log_consumed_skips(next(it), skip_log, step)
     time.sleep(1)  # the read-ahead meets the other two bad samples meanwhile
-    entries = pipeline.read_skip_log(skip_log)
+    entries = read_skip_log(skip_log)
     assert len(entries) == 1 and entries[0]["step"] == stop
     it.close()
 
@@ -246,7 +247,7 @@ def test_skip_log_holds_only_the_samples_the_run_consumed(toy_dir, tmp_path):
 def test_bad_eval_samples_are_masked_not_dropped(toy_dir, tmp_path):
     root = _broken_copy(toy_dir, tmp_path)
     source = ListFileSource(str(root / "train.list"), "videos", str(root))
-    ds = pipeline.eval_dataset(source, ClipSpec("valid", 3, 64, 48), 4, process_index=0,
+    ds = datasets.eval_dataset(source, ClipSpec("valid", 3, 64, 48), 4, process_index=0,
                                process_count=1)
     failed, scored = [], []
     for b in ds:
@@ -277,17 +278,17 @@ def test_list_and_tfds_sources_give_identical_batches(toy_dir, toy_tfds_dir):
     sources = {}
     for name in ("list", "tfds"):
         data.source, data.tfds_data_dir = name, str(toy_tfds_dir)
-        sources[name] = {mode: pipeline.make_source(data, mode, 10)
+        sources[name] = {mode: datasets.make_source(data, mode, 10)
                          for mode in ("train", "valid", "test")}
-    train = pipeline.clip_spec(data, "train")
-    streams = [pipeline.train_dataset(sources[n]["train"], train, 4, seed=5, process_index=0,
+    train = datasets.clip_spec(data, "train")
+    streams = [datasets.train_dataset(sources[n]["train"], train, 4, seed=5, process_index=0,
                                       process_count=1) for n in ("list", "tfds")]
     for i in range(12):  # two epochs and a half of the 30 videos
         for key, value in streams[0][i].items():
             np.testing.assert_array_equal(streams[1][i][key], value, err_msg=key)
     for mode in ("valid", "test"):
-        spec = pipeline.clip_spec(data, mode)
-        a, b = (pipeline.eval_dataset(sources[n][mode], spec, 8, process_index=0, process_count=1)
+        spec = datasets.clip_spec(data, mode)
+        a, b = (datasets.eval_dataset(sources[n][mode], spec, 8, process_index=0, process_count=1)
                 for n in ("list", "tfds"))
         for x, y in zip(a, b):
             for key in x:

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from ppsn.data import pipeline
+from ppsn.data import datasets
 from ppsn.data.clips import ClipSpec, load_clip
 from ppsn.data.decode import decode_jpeg
 from ppsn.data.prepare import prepare, summary
@@ -42,7 +42,7 @@ def test_prepare_cli_toy_frames_and_read_back(toy_dir, tmp_path):
     # A frame folder's files are stored byte for byte (what PaddleVideo reads).
     with open(toy_dir / "frames" / record["video_id"].split("/")[-1] / "img_00002.jpg", "rb") as f:
         assert record["jpegs"][1] == f.read()
-    ds = pipeline.eval_dataset(source, ClipSpec("valid", 3, 256, 224), 8, process_index=0,
+    ds = datasets.eval_dataset(source, ClipSpec("valid", 3, 256, 224), 8, process_index=0,
                                process_count=1)
     labels = np.concatenate([b["label"][b["mask"]] for b in ds])
     assert sorted(labels.tolist()) == sorted([i for i in range(10) for _ in range(2)])

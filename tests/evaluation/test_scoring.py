@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ppsn import parallel
-from ppsn.data import pipeline
+from ppsn.data import datasets
 from ppsn.data.clips import ClipSpec
 from ppsn.evaluation import scoring
 
@@ -48,7 +48,7 @@ def _scorer(mesh):
 
 def _batches(source, batch_size):
     spec = ClipSpec("valid", 2, 16, 12)
-    return pipeline.eval_dataset(source, spec, batch_size, process_index=0, process_count=1)
+    return datasets.eval_dataset(source, spec, batch_size, process_index=0, process_count=1)
 
 
 @pytest.mark.parametrize("lag", [0, 1])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ppsn import checkpoint, cli
-from ppsn.data import pipeline
+from ppsn.data import datasets, loading
 from ppsn.data.clips import ClipSpec
 from ppsn.data.lists import ListFileSource
 from tests.conftest import REPO_ROOT
@@ -29,9 +29,9 @@ def test_the_next_global_batch_is_the_same_for_any_process_count(toy_dir):
     for processes in (1, 2, 4):
         rows = []
         for p in range(processes):
-            ds = pipeline.train_dataset(source, SPEC, global_batch // processes, seed=0,
+            ds = datasets.train_dataset(source, SPEC, global_batch // processes, seed=0,
                                         process_index=p, process_count=processes)
-            it = pipeline.to_iterator(ds)
+            it = loading.to_iterator(ds)
             it.set_state({"batches_consumed": consumed})  # what a checkpoint restores
             batch = next(it)
             rows += [(int(i), batch["frames"][k].tobytes()) for k, i in enumerate(batch["index"])]
@@ -43,8 +43,8 @@ def test_the_next_global_batch_is_the_same_for_any_process_count(toy_dir):
 
 def test_another_global_batch_is_refused_with_one_line(tmp_path, toy_dir):
     source = ListFileSource(str(toy_dir / "train_frames.list"), "frames", str(toy_dir), 10)
-    ds = pipeline.train_dataset(source, SPEC, 8, seed=0)
-    it = pipeline.to_iterator(ds)
+    ds = datasets.train_dataset(source, SPEC, 8, seed=0)
+    it = loading.to_iterator(ds)
     it.set_state({"batches_consumed": 3})
     state, rng = {"w": jnp.arange(4.0)}, jax.random.PRNGKey(0)
     ckpt = checkpoint.TrainCheckpointer(str(tmp_path), global_batch=8)
@@ -58,10 +58,10 @@ def test_another_global_batch_is_refused_with_one_line(tmp_path, toy_dir):
     other = checkpoint.TrainCheckpointer(str(tmp_path), global_batch=16)
     with pytest.raises(cli.ConfigError, match="global batch 8, this run has "
                                               "--config.batch_size=16"):
-        other.restore(*abstract, pipeline.to_iterator(ds))
+        other.restore(*abstract, loading.to_iterator(ds))
     other.close()
     same = checkpoint.TrainCheckpointer(str(tmp_path), global_batch=8)
-    resumed = pipeline.to_iterator(ds)
+    resumed = loading.to_iterator(ds)
     restored, _, step = same.restore(*abstract, resumed)
     same.close()
     assert step == 3 and json.loads(resumed.get_state()) == {"batches_consumed": 3}
