@@ -128,5 +128,5 @@ def test_conv_implementations_agree(shape, k, stride):
                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
     for impl in ("auto", "matmul", "xla", "im2col"):
         np.testing.assert_allclose(conv2d(x, kernel, stride, impl), ref, rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="conv impl"):
+    with pytest.raises(ValueError, match="conv_impl"):
         conv2d(x, kernel, stride, "winograd")
