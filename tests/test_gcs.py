@@ -211,7 +211,7 @@ def test_a_run_in_a_bucket_killed_and_resumed_matches_a_local_run(toy_dir, gcs_d
                   f"--workdir={reports}")
     assert tested.returncode == 0, tested.stderr[-3000:]
     assert paths.listdir(reports) == ["confusion_matrix.png", "ledger.csv", "per_class.csv",
-                                      "summary.json"]  # no bad sample: no bad_samples.jsonl
+                                      "scores.npz", "summary.json"]  # no bad sample: no bad_samples.jsonl
     summary = json.loads(paths.path(paths.join(reports, "summary.json")).read_text())
     assert summary["count"] == 20 and summary["checkpoint"].startswith(workdir)
     assert paths.path(paths.join(reports, "confusion_matrix.png")).read_bytes()[:4] == b"\x89PNG"
