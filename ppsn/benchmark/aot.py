@@ -28,11 +28,13 @@ per step over ``max(FLOPs / peak FLOP/s, bytes / HBM bandwidth)``, data-sheet pe
 operation's operands and results, on-chip reuse included, so for the R50 step (~1 byte per
 FLOP) it is far above any HBM traffic and the combined bound far below what a chip does.
 
-``--max_batch`` (method): HBM per chip is affine in the per-chip batch, so two compiles (the
-batch b and 2b) give its slope and intercept; the predicted largest batch that fits the
-chip's HBM is then compiled; if it does not fit (over capacity, or the compiler refuses), the
-largest fitting batch is bisected between 2b and it. The figures reported are those of the
-largest batch that compiled within capacity.
+``--max_batch`` (method): HBM per chip is close to affine in the per-chip batch, so two
+compiles (the batch b and 2b) give a line; the largest multiple of 8 the line puts within the
+chip's HBM is compiled, and each further try moves along the line through the last two
+compiles (a secant step, over capacity or refused by the compiler: halfway back), up to
+``MAX_TRIES`` compiles in all. The figures reported are those of the largest batch that
+compiled within capacity; ``tried`` lists every compile (batch, HBM bytes or null if refused),
+the first of them at the batch asked for, each compile logged to stderr as it ends.
 """
 
 from __future__ import annotations
@@ -94,11 +96,13 @@ def run(args) -> dict:
     batch = args.per_chip_batch or (max(1, config.batch_size // 8) if args.mode == "train"
                                     else 1)
     peak = chips.PEAKS[topo.chip]
+    tried = []
     if args.max_batch:
-        batch, compiled = largest_batch(config, topo, mesh, args.mode, batch, peak.hbm_bytes)
+        batch, compiled = largest_batch(config, topo, mesh, args.mode, batch, peak.hbm_bytes,
+                                        tried)
     else:
         compiled = compile_program(config, topo, mesh, batch, args.mode)
-    return report(args, config, topo, batch, compiled, peak)
+    return {**report(args, config, topo, batch, compiled, peak), "tried": tried}
 
 
 def compile_program(config, topo, mesh, per_chip_batch: int, mode: str):
@@ -117,42 +121,59 @@ def hbm_bytes(compiled) -> int:
                - m.alias_size_in_bytes)
 
 
-def _fits(config, topo, mesh, mode, batch, capacity):
+MAX_TRIES = 4
+
+
+def _try(config, topo, mesh, mode, batch, tried: list):
+    """``(program, hbm bytes)`` of the batch's program, ``(None, None)`` if the compiler
+    refuses it for memory; the try is appended to ``tried`` and logged."""
+    import time
+
+    t0 = time.perf_counter()
     try:
         program = compile_program(config, topo, mesh, batch, mode)
+        used = hbm_bytes(program[0])
     except Exception as e:  # noqa: BLE001 -- the compiler refusing a batch is "does not fit"
-        if "RESOURCE_EXHAUSTED" in str(e) or "memory" in str(e).lower():
-            return None
-        raise
-    return program if hbm_bytes(program[0]) <= capacity else None
+        if "RESOURCE_EXHAUSTED" not in str(e) and "memory" not in str(e).lower():
+            raise
+        program, used = None, None
+    tried.append({"per_chip_batch": batch, "hbm_bytes": used})
+    print(f"aot: {topo.name} batch {batch}: "
+          f"{'refused' if used is None else f'{used / 2**30:.2f} GiB'} "
+          f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+    return program, used
 
 
-def largest_batch(config, topo, mesh, mode, start: int, capacity: int):
+def largest_batch(config, topo, mesh, mode, start: int, capacity: int, tried: list):
     """``(batch, program)``: the largest per-chip batch whose program fits (module doc)."""
-    low, high = start, 2 * start
-    small = _fits(config, topo, mesh, mode, low, capacity)
-    if small is None:
+    points = {}  # batch -> hbm bytes (None: refused)
+    best = None
+
+    def attempt(batch):
+        nonlocal best
+        program, used = _try(config, topo, mesh, mode, batch, tried)
+        points[batch] = used
+        if used is not None and used <= capacity and (best is None or batch > best[0]):
+            best = (batch, program)
+
+    attempt(start)
+    if best is None:
         raise ValueError(f"--per_chip_batch {start} does not fit {topo.name}'s "
                          f"{capacity / 2**30:.1f} GiB; start lower")
-    large = _fits(config, topo, mesh, mode, high, capacity)
-    if large is None:
-        best = (low, small)
-    else:
-        slope = (hbm_bytes(large[0]) - hbm_bytes(small[0])) / (high - low)
-        guess = int((capacity - hbm_bytes(small[0])) / max(slope, 1.0)) + low
-        best, low = (high, large), high
-        if guess > high:
-            tried = _fits(config, topo, mesh, mode, guess, capacity)
-            if tried is not None:
-                return guess, tried
-            high = guess
-    while high - low > 1:  # low fits, high does not
-        mid = (low + high) // 2
-        tried = _fits(config, topo, mesh, mode, mid, capacity)
-        if tried is not None:
-            best, low = (mid, tried), mid
-        else:
-            high = mid
+    attempt(2 * start)
+    while len(tried) < MAX_TRIES:
+        fits = sorted(b for b, u in points.items() if u is not None and u <= capacity)
+        over = sorted(b for b in points if b not in fits)
+        low, high = fits[-1], (over[0] if over else None)
+        measured = sorted((b, u) for b, u in points.items() if u is not None)
+        (b0, u0), (b1, u1) = measured[-2], measured[-1]
+        slope = max((u1 - u0) / max(b1 - b0, 1), 1.0)
+        guess = int(low + (capacity - points[low]) / slope) // 8 * 8
+        if high is not None:
+            guess = min(guess, high - 8) if points[high] is not None else (low + high) // 16 * 8
+        if guess <= low or guess in points:
+            break
+        attempt(guess)
     return best
 
 
