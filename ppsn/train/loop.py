@@ -112,7 +112,7 @@ def setup(config, workdir: str, inputs_for, claim=None) -> Run:
     task = tasks.make_task(config)
     log.info(task.describe())
     step_cfg = steps.step_config(task, config, steps_per_epoch)
-    train_fn, _ = steps.jit_steps(step_cfg, mesh)
+    train_fn, eval_fn = steps.jit_steps(step_cfg, mesh)
     # Each process appends to its own log; in a bucket, to a local copy pushed at checkpoints.
     skip_log = paths.Mirror(paths.join(workdir, f"bad_samples.process{jax.process_index()}.jsonl"))
     train_spec = datasets.clip_spec(config.data, "train")
@@ -123,7 +123,7 @@ def setup(config, workdir: str, inputs_for, claim=None) -> Run:
     if config.validate:
         val = (inputs.valid, datasets.clip_spec(config.data, "valid"))
     return Run(config=config, workdir=workdir, mesh=mesh, task=task, step_cfg=step_cfg,
-               train_fn=train_fn, eval_fn=steps.jit_eval(step_cfg, mesh),
+               train_fn=train_fn, eval_fn=eval_fn,
                num_videos=len(train_source), steps_per_epoch=steps_per_epoch,
                total_steps=total_steps,
                data_iter=loading.to_iterator(train_ds, loader),

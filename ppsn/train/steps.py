@@ -1,7 +1,7 @@
 """Pure step functions, written once against a task (:mod:`ppsn.train.tasks`).
 
-``train_step(cfg, state, batch, rng, constants, mesh)``, ``eval_rows(cfg, state, batch)``
-(per example, what validation scores a list with) and ``eval_step`` (its masked sums).
+``train_step(cfg, state, batch, rng, constants, mesh)`` and ``eval_rows(cfg, state, batch)``
+(per example, what validation scores a list with through :mod:`ppsn.evaluation.scoring`).
 Batches arrive as uint8 frames; normalization and mixup happen here, on the device. ``rng`` is
 the run's base key; the step's randomness is ``fold_in(rng, state.step)``, so a resumed run
 draws exactly what an uninterrupted one would. ``jit_steps`` compiles them with explicit
@@ -171,22 +171,6 @@ def eval_rows(cfg: StepConfig, state: TrainState, batch) -> dict:
             "top5": losses.topk_correct(logits, labels, min(5, task.num_classes))}
 
 
-def eval_step(cfg: StepConfig, state: TrainState, batch) -> dict:
-    """:func:`eval_rows` summed over the real (``mask``) examples: loss, top1, top5, count, and
-    per class (``[num_classes]``) ``class_top1`` and ``class_count``."""
-    rows = eval_rows(cfg, state, batch)
-    labels = jnp.maximum(batch["label"], 0)
-    mask = batch["mask"].astype(jnp.float32)
-    top1 = rows["top1"] * mask
-    per_class = jnp.zeros(cfg.task.num_classes, jnp.float32)
-    return {"loss": jnp.sum(rows["loss"] * mask),
-            "top1": jnp.sum(top1),
-            "class_top1": per_class.at[labels].add(top1),
-            "class_count": per_class.at[labels].add(mask),
-            "top5": jnp.sum(rows["top5"] * mask),
-            "count": jnp.sum(mask)}
-
-
 def jit_eval(cfg: StepConfig, mesh):
     """The jitted ``evaluate(state, batch)`` validation scores a list with
     (:func:`ppsn.evaluation.scoring.score_dataset`): :func:`eval_rows` and the batch's rows,
@@ -206,12 +190,13 @@ def jit_train(cfg: StepConfig, mesh):
 
 
 def jit_steps(cfg: StepConfig, mesh):
-    """``(train(state, batch, rng), evaluate(state, batch))`` compiled for ``mesh``.
+    """``(train(state, batch, rng), evaluate(state, batch))`` compiled for ``mesh``
+    (``evaluate``: :func:`jit_eval`'s, the one way a list is scored).
 
     The task's constants are placed like the state (replicated) once and bound to the train
     step as an argument that is never donated, so they stay bit-identical; ``train.constants``
     holds them on the devices."""
-    rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    rep = parallel.replicated(mesh)
     constants = jax.device_put(cfg.task.constants, rep)
     jitted = jit_train(cfg, mesh)
 
@@ -220,6 +205,4 @@ def jit_steps(cfg: StepConfig, mesh):
 
     train.jitted = jitted
     train.constants = constants
-    evaluate = jax.jit(lambda s, b: eval_step(cfg, s, b), in_shardings=(rep, data),
-                       out_shardings=rep)
-    return train, evaluate
+    return train, jit_eval(cfg, mesh)

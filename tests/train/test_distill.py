@@ -97,8 +97,8 @@ def test_kd_step_keeps_the_teacher_frozen_and_out_of_the_optimizer():
     (after,) = jax.device_get(train.constants)
     for a, b_ in zip(jax.tree.leaves(t_vars), jax.tree.leaves(after)):
         assert a.tobytes() == np.asarray(b_).tobytes()  # bit for bit
-    sums = parallel.to_host(evaluate(state, parallel.to_global(batch, mesh)))
-    assert float(sums["count"]) == 3.0
+    rows = parallel.to_host(evaluate(state, parallel.to_global(batch, mesh)))
+    assert rows["top1"].shape == (4,) and np.all(np.isfinite(rows["loss"]))
 
 
 def test_dml_step_trains_both_models():
@@ -112,8 +112,8 @@ def test_dml_step_trains_both_models():
         moved = [not np.array_equal(a, b_) for a, b_ in zip(
             jax.tree.leaves(before["params"][who]), jax.tree.leaves(params[who]))]
         assert all(moved), who
-    sums = parallel.to_host(evaluate(state, parallel.to_global(batch, mesh)))
-    assert float(sums["count"]) == 3.0
+    rows = parallel.to_host(evaluate(state, parallel.to_global(batch, mesh)))
+    assert rows["top1"].shape == (4,) and np.all(np.isfinite(rows["loss"]))
 
 
 def _tree_digest(directory):

@@ -50,8 +50,8 @@ def test_every_task_trains_evaluates_and_serves_a_plain_tsn(mode, teacher_dir, t
     picked = tasks.serving_variables(
         {"params": state.params, "batch_stats": state.batch_stats}, meta["serving_key"])
     assert jax.tree.structure(picked) == jax.tree.structure(plain)
-    sums = parallel.to_host(evaluate(state, parallel.to_global(batch, mesh)))
-    assert float(sums["count"]) == 3.0
+    rows = parallel.to_host(evaluate(state, parallel.to_global(batch, mesh)))
+    assert rows["top1"].shape == (4,) and np.all(np.isfinite(rows["loss"]))
 
 
 def test_phases_set_up_initialize_checkpoint_and_resume(toy_dir, tmp_path):
