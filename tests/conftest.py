@@ -31,6 +31,18 @@ def pytest_unconfigure(config):
         os.environ.pop(_CACHE_ENV, None)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Tests that share a module-scoped fixture (a compile, a training run, a converted R50)
+    form one xdist group, so that with ``--dist loadgroup`` (setup.cfg) one worker builds the
+    fixture once instead of every worker that draws one of them building it again."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info is not None else ()
+        if any(d.scope == "module" for chain in defs for d in chain):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 def shared_fixtures_dir() -> pathlib.Path:
     env = os.environ.get("PPSN_FIXTURES")
     return pathlib.Path(env) if env else REPO_ROOT.parent / "shared" / "fixtures"
