@@ -5,7 +5,8 @@ checkpointable iterator.
 :func:`loading_plan`): batches are made in ``num_workers`` worker processes (or in the main
 process), each running ``decode_threads`` library threads; read-ahead is bounded:
 ``prefetch_batches`` (no workers) or ``num_workers * (prefetch_batches + 2 * worker_buffer_size
-+ 2)`` batches (Grain's buffers in and between the workers) beyond the one being consumed.
++ 2)`` elements (batches, or parts of one; Grain's buffers in and between the workers) beyond
+the one being consumed.
 Workers hand batches over in place through a shared-memory ring each (:mod:`ppsn.data.handoff`:
 a batch's arrays are its slot's memory, reused once nothing refers to them) and keep freed
 memory for reuse (:mod:`ppsn.data.host_memory`).
@@ -90,7 +91,8 @@ class Loader:
 
     @property
     def read_ahead(self) -> int:
-        """The most batches made beyond the one being consumed (Grain's buffers: measured)."""
+        """The most elements (batches, or parts) made beyond the one being consumed (Grain's
+        buffers: measured)."""
         if self.num_workers == 0:
             return self.prefetch_batches
         return self.num_workers * (self.prefetch_batches + 2 * self.worker_buffer_size + 2)
