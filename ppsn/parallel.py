@@ -10,6 +10,10 @@ along their leading axis over both axes (``BATCH_AXES``); the train state is rep
 ``jax.jit`` and these shardings XLA computes BatchNorm statistics, losses and metrics over the
 **global** batch. Mixup is the one thing each device does alone: it mixes its own shard
 (:func:`ppsn.train.steps.mixup_per_shard`).
+
+A process's batch may come in parts (one per local device, :mod:`ppsn.data.loading`):
+:func:`parts_to_global` puts each device's rows on it from the part that holds them, without
+joining the parts on the host first.
 """
 
 from __future__ import annotations
@@ -116,6 +120,41 @@ def to_global(local_batch, mesh: Mesh):
     sharding = batch_sharded(mesh)
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x),
                         local_batch)
+
+
+def parts_to_global(parts, mesh: Mesh):
+    """This process's batch as consecutive parts (numpy trees; their rows in order are the
+    process's rows) -> the globally sharded ``jax.Array`` tree :func:`to_global` makes of
+    the joined batch, with each device's rows put on it from its part (a view, no copy)."""
+    if len(parts) == 1:
+        return to_global(parts[0], mesh)
+    sharding = batch_sharded(mesh)
+    return jax.tree.map(lambda *leaves: _leaf_from_parts(leaves, sharding), *parts)
+
+
+def _leaf_from_parts(leaves, sharding: NamedSharding) -> jax.Array:
+    ends = np.cumsum([len(x) for x in leaves])
+    rows = int(ends[-1])
+    shape = (rows * jax.process_count(), *leaves[0].shape[1:])
+    index = {d: i[0].indices(shape[0])[:2]
+             for d, i in sharding.addressable_devices_indices_map(shape).items()}
+    first = min(start for start, _ in index.values())
+    if max(stop for _, stop in index.values()) - first != rows:  # not one block of rows
+        return to_global(np.concatenate(leaves), sharding.mesh)
+    devices, pieces, joined = [], [], None
+    for device, (start, stop) in index.items():
+        start, stop = start - first, stop - first
+        k = int(np.searchsorted(ends, start, side="right"))
+        offset = int(ends[k - 1]) if k else 0
+        if stop <= ends[k]:  # within part k (parts = local devices: exactly part k)
+            piece = leaves[k][start - offset:stop - offset]
+        else:
+            joined = np.concatenate(leaves) if joined is None else joined
+            piece = joined[start:stop]
+        devices.append(device)
+        pieces.append(piece)
+    arrays = jax.device_put(pieces, devices)
+    return jax.make_array_from_single_device_arrays(shape, sharding, arrays)
 
 
 def to_host(tree):

@@ -4,7 +4,8 @@
 ``--cpus N`` (the CPUs one process may use, as ``PPSN_CPUS``), ``--local_devices D`` (its
 accelerators), ``--host_memory_gb M`` (default: this machine's) and ``--host_cpus`` (the
 host's CPUs, default ``--cpus``: one process per host) give the plan of
-:func:`ppsn.data.loading.loading_plan` for the config's per-process train batch.
+:func:`ppsn.data.loading.loading_plan` for the config's per-process train batch, made in
+``parts`` (one per local device): ``batch_bytes`` is one part's.
 """
 
 from __future__ import annotations
@@ -32,18 +33,20 @@ def add_arguments(p) -> None:
 
 def run(args) -> dict:
     from ppsn.benchmark.distill import load_config
-    from ppsn.data import datasets, loading
+    from ppsn.data import datasets, loading, loading_plan
 
     if not args.config or not args.cpus:
         raise SystemExit("error: --plan needs --config and --cpus")
     config = load_config(args.config)
     spec = datasets.clip_spec(config.data, "train")
     local_batch = config.batch_size // args.processes
-    batch_bytes = local_batch * math.prod(spec.shape)
+    parts = loading_plan.batch_parts(local_batch, args.local_devices)
+    batch_bytes = local_batch // parts * math.prod(spec.shape)
     memory = int(args.host_memory_gb * 2**30) if args.host_memory_gb else None
     plan = loading.loading_plan(config.data, args.cpus, local_devices=args.local_devices,
                                  accelerator=args.backend != "cpu", batch_bytes=batch_bytes,
-                                 host_memory=memory, host_cpus=args.host_cpus or args.cpus)
+                                 host_memory=memory, host_cpus=args.host_cpus or args.cpus,
+                                 parts=parts)
     return {"benchmark": "pipeline", "plan": True, "config": args.config, "cpus": args.cpus,
             "local_devices": args.local_devices, "backend": args.backend,
             "batch_clips": local_batch, "clip_shape": list(spec.shape), **plan.as_dict()}

@@ -148,8 +148,13 @@ class EvalLoader:
 
 def train_dataset(source, spec: ClipSpec, batch_size: int, seed: int, *,
                   num_epochs: int | None = None, process_index: int | None = None,
-                  process_count: int | None = None) -> grain.MapDataset:
-    """This process's batches of the training stream (``batch_size`` is per process)."""
+                  process_count: int | None = None, parts: int = 1) -> grain.MapDataset:
+    """This process's batches of the training stream (``batch_size`` is per process), each as
+    ``parts`` consecutive elements of ``batch_size / parts`` rows (one per local device, each
+    made by one worker: :class:`ppsn.data.loading.BatchIterator` takes them together); the rows
+    are the same whatever ``parts``."""
+    if batch_size % parts:
+        raise ValueError(f"a batch of {batch_size} does not split into {parts} parts")
     if spec.mode != "train":
         raise ValueError(f"train_dataset needs a train ClipSpec, got mode {spec.mode!r}")
     if len(source) == 0:
@@ -158,7 +163,7 @@ def train_dataset(source, spec: ClipSpec, batch_size: int, seed: int, *,
     ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(num_epochs)
     ds = ds.random_map(TrainLoader(source, spec), seed=seed)
     ds = ds[p::num_p]
-    return ds.batch(batch_size, drop_remainder=True)
+    return ds.batch(batch_size // parts, drop_remainder=True)
 
 
 def eval_dataset(source, spec: ClipSpec, batch_size: int, *,

@@ -5,13 +5,20 @@ checkpointable iterator.
 :func:`loading_plan`): batches are made in ``num_workers`` worker processes (or in the main
 process), each running ``decode_threads`` library threads; read-ahead is bounded:
 ``prefetch_batches`` (no workers) or ``num_workers * (prefetch_batches + 2 * worker_buffer_size
-+ 2)`` batches (Grain's buffers in and between the workers) beyond the one being consumed.
++ 2)`` elements (batches, or parts of one; Grain's buffers in and between the workers) beyond
+the one being consumed.
 Workers hand batches over in place through a shared-memory ring each (:mod:`ppsn.data.handoff`:
 a batch's arrays are its slot's memory, reused once nothing refers to them) and keep freed
 memory for reuse (:mod:`ppsn.data.host_memory`).
 
+A batch may be made in ``parts`` (the train batch: one part per local device, so a worker
+holds a device's rows, not a whole per-process batch): :class:`BatchIterator` takes that many
+consecutive elements per ``next`` and gives them as a list, which
+:func:`ppsn.parallel.parts_to_global` puts on the devices without joining them on the host.
+
 The iterator's state (:class:`BatchIterator` ``get_state`` / ``set_state``) is the number of
-batches consumed: it restores the exact position with any number of worker processes.
+(whole) batches consumed: it restores the exact position with any number of worker processes
+or parts.
 """
 
 from __future__ import annotations
@@ -84,18 +91,21 @@ class Loader:
 
     @property
     def read_ahead(self) -> int:
-        """The most batches made beyond the one being consumed (Grain's buffers: measured)."""
+        """The most elements (batches, or parts) made beyond the one being consumed (Grain's
+        buffers: measured)."""
         if self.num_workers == 0:
             return self.prefetch_batches
         return self.num_workers * (self.prefetch_batches + 2 * self.worker_buffer_size + 2)
 
-    def describe(self, batch_bytes: int | None = None) -> str:
+    def describe(self, batch_bytes: int | None = None, parts: int = 1) -> str:
+        """``batch_bytes``: the bytes of one element (a batch, or one of its ``parts``)."""
         where = (f"{self.num_workers} worker processes" if self.num_workers
                  else "the main process")
+        unit = f"parts (1/{parts} batch)" if parts > 1 else "batches"
         text = (f"batches made in {where} ({self.decode_threads} decode threads each), "
                 f"worker buffer {self.worker_buffer_size}, prefetch {self.prefetch_batches}, "
                 f"freed memory kept {self.retain_freed_mb} MiB, handoff {self.handoff}: "
-                f"at most {self.read_ahead} batches read ahead")
+                f"at most {self.read_ahead} {unit} read ahead")
         if batch_bytes:
             text += f" ({self.read_ahead * batch_bytes / 2**30:.2f} GiB)"
         return text
@@ -103,10 +113,11 @@ class Loader:
 
 def loading_plan(data_cfg, cpus: int | None = None, *, local_devices: int = 1,
                  accelerator: bool = False, batch_bytes: int = 0,
-                 host_memory: int | None = None, host_cpus: int | None = None):
+                 host_memory: int | None = None, host_cpus: int | None = None, parts: int = 1):
     """The workers and read-ahead ``config.data`` gives a process (:mod:`ppsn.data.loading_plan`):
     ``-1`` fields derived from its CPUs (:func:`available_cpus`), its local devices, the bytes
-    of one of its batches (0: unknown, no byte bound) and the host's memory."""
+    of one element a worker makes (a batch, or one of its ``parts``; 0: unknown, no byte
+    bound) and the host's memory."""
     cpus = cpus or available_cpus()
     buffer = _field(data_cfg, "worker_buffer_size", 1)
     budget = _field(data_cfg, "read_ahead_mb", -1)
@@ -115,7 +126,7 @@ def loading_plan(data_cfg, cpus: int | None = None, *, local_devices: int = 1,
                                              host_cpus or os.cpu_count() or cpus)
     return _plan.plan(
         cpus=cpus, local_devices=local_devices, accelerator=accelerator, batch_bytes=batch_bytes,
-        budget_mb=budget, num_workers=int(data_cfg.get("num_workers", -1)),
+        budget_mb=budget, parts=parts, num_workers=int(data_cfg.get("num_workers", -1)),
         batches_per_worker=_field(data_cfg, "prefetch_batches", 0) + 2 * max(1, buffer) + 2,
         main_batches=_field(data_cfg, "prefetch_batches", 2))
 
@@ -149,7 +160,7 @@ def planned_loader(data_cfg, **plan_args) -> Loader:
     loader = loader_settings(data_cfg, **plan_args)
     batch_bytes = plan_args.get("batch_bytes", 0)
     log.info("data: %s; workers by need %d, read-ahead bound %.2f GiB (workers limited by %s)",
-             loader.describe(batch_bytes), plan.workers_by_need,
+             loader.describe(batch_bytes, plan.parts), plan.workers_by_need,
              plan.read_ahead_budget_bytes / 2**30, plan.limited_by)
     if plan.read_ahead_bytes > plan.read_ahead_budget_bytes:
         log.warning("data: %d worker processes read ahead %.2f GiB, above data.read_ahead_mb "
@@ -171,17 +182,19 @@ def _init_worker(threads: int, retain_freed_mb: int, worker_index: int,
     host_memory.retain_freed(retain_freed_mb)
 
 
-def _ring_slots(loader: Loader) -> int:
-    """Slots per worker ring: the batches Grain holds per worker (``read_ahead``) and those
-    the consumer holds."""
-    return loader.read_ahead // loader.num_workers + HELD_BATCHES
+def _ring_slots(loader: Loader, parts: int = 1) -> int:
+    """Slots per worker ring: the elements Grain holds per worker (``read_ahead``) and this
+    worker's share of those the consumer holds (``HELD_BATCHES`` batches of ``parts``)."""
+    held = -(-HELD_BATCHES * parts // loader.num_workers)
+    return loader.read_ahead // loader.num_workers + max(HELD_BATCHES, held)
 
 
-def _grain_iterator(dataset: grain.MapDataset, loader: Loader) -> grain.DatasetIterator:
+def _grain_iterator(dataset: grain.MapDataset, loader: Loader,
+                    parts: int = 1) -> grain.DatasetIterator:
     if loader.num_workers > 0 and loader.handoff == "ring":
         from ppsn.data import handoff
 
-        dataset = dataset.map(functools.partial(handoff.pack, slots=_ring_slots(loader),
+        dataset = dataset.map(functools.partial(handoff.pack, slots=_ring_slots(loader, parts),
                                                 min_bytes=MIN_SHM_BYTES))
     it = dataset.to_iter_dataset(grain.ReadOptions(
         num_threads=loader.prefetch_batches, prefetch_buffer_size=loader.prefetch_batches))
@@ -209,12 +222,18 @@ class BatchIterator:
     """Iterator over a dataset of batches whose checkpoint state is the number of batches
     consumed (``get_state`` / ``set_state``, bytes, as Grain's Orbax handler stores them): a
     run resumes at the exact batch whatever its ``num_workers``. Worker processes start at the
-    first ``next`` (or ``start_prefetch``) and stop at the end or on ``close``."""
+    first ``next`` (or ``start_prefetch``) and stop at the end or on ``close``.
 
-    def __init__(self, dataset: grain.MapDataset, loader: Loader):
+    With ``parts > 1`` each batch is ``parts`` consecutive elements of the dataset, given by
+    ``next`` as a list (an incomplete batch at the end is dropped); the state still counts
+    whole batches."""
+
+    def __init__(self, dataset: grain.MapDataset, loader: Loader, parts: int = 1):
         from ppsn.data import handoff
 
-        self._dataset, self._loader = dataset, loader
+        if parts < 1:
+            raise ValueError(f"a batch needs at least 1 part, got {parts}")
+        self._dataset, self._loader, self.parts = dataset, loader, parts
         self._position = 0
         self._it = None
         self._receiver = handoff.Receiver()
@@ -226,17 +245,19 @@ class BatchIterator:
 
     def start_prefetch(self) -> None:
         if self._it is None:
-            self._it = _grain_iterator(self._dataset[self._position:], self._loader)
+            self._it = _grain_iterator(self._dataset[self._position * self.parts:],
+                                       self._loader, self.parts)
 
-    def __next__(self) -> dict[str, np.ndarray]:
+    def __next__(self) -> dict[str, np.ndarray] | list[dict[str, np.ndarray]]:
         self.start_prefetch()
         try:
-            batch = next(self._it)
+            parts = [next(self._it) for _ in range(self.parts)]
         except StopIteration:
             self.close()
             raise
         self._position += 1
-        return self._receiver.unpack(batch)
+        parts = [self._receiver.unpack(part) for part in parts]
+        return parts if self.parts > 1 else parts[0]
 
     def get_state(self) -> bytes:
         return json.dumps({"batches_consumed": self._position}).encode()
@@ -262,9 +283,11 @@ class BatchIterator:
         self._receiver.release_all()
 
 
-def to_iterator(dataset: grain.MapDataset, loader: Loader | int | None = None) -> BatchIterator:
+def to_iterator(dataset: grain.MapDataset, loader: Loader | int | None = None,
+                parts: int = 1) -> BatchIterator:
     """A checkpointable iterator over ``dataset``'s batches, made as ``loader`` says (an int is
-    a number of worker processes with the other settings derived; None: in this process).
+    a number of worker processes with the other settings derived; None: in this process), each
+    batch ``parts`` consecutive elements (:class:`BatchIterator`).
 
     Grain reads absl flags when it starts workers; outside ``absl.app.run`` (tests, notebooks,
     argparse CLIs) they are marked parsed here with their defaults."""
@@ -272,4 +295,4 @@ def to_iterator(dataset: grain.MapDataset, loader: Loader | int | None = None) -
         loader = Loader()
     elif isinstance(loader, int):
         loader = Loader(num_workers=loader, prefetch_batches=0 if loader else 2)
-    return BatchIterator(dataset, loader)
+    return BatchIterator(dataset, loader, parts)

@@ -7,9 +7,11 @@ ppsn.benchmark pipeline``; the README's per-GPU target is 1,000-1,600 clips/s, s
 the slow rate, 5 with a margin), all CPUs but one on a CPU-only run, and never more than the
 CPUs the process may use minus one (the main process feeds the devices).
 
-Each worker builds whole per-process batches and Grain keeps ``Loader.read_ahead / num_workers``
-of them per worker (4 with the derived settings), so read-ahead grows with the workers: it is
-bounded in bytes by ``data.read_ahead_mb`` (``-1``: an eighth of this process's share of the
+The train batch is made in parts, one per local device (:func:`batch_parts`): a worker builds
+one device's rows (32 recipe clips on 8 GPUs), not a whole per-process batch, and Grain keeps
+``Loader.read_ahead / num_workers`` parts per worker (4 with the derived settings), so
+read-ahead grows with the workers by the bytes of a part: it is bounded in bytes by
+``data.read_ahead_mb`` (``-1``: an eighth of this process's share of the
 host's memory, at most ``MAX_DEFAULT_READ_AHEAD_MB``), and the derived worker count is lowered
 until the read-ahead fits. An explicit ``data.num_workers`` is kept (with a warning when it does
 not fit).
@@ -46,6 +48,13 @@ def default_read_ahead_mb(host_memory: int, cpus: int, host_cpus: int) -> int:
     return max(1, min(MAX_DEFAULT_READ_AHEAD_MB, int(share / MEMORY_FRACTION / 2**20)))
 
 
+def batch_parts(local_batch: int, local_devices: int) -> int:
+    """Parts of a per-process train batch: one per local device (each put straight on its
+    device), or 1 where the batch does not split evenly. The same on every backend: a CPU-only
+    process has one device, hence one part."""
+    return local_devices if local_devices > 0 and local_batch % local_devices == 0 else 1
+
+
 def workers_by_need(cpus: int, local_devices: int, accelerator: bool) -> int:
     """Workers the devices need, capped by the CPUs (one left to the main process)."""
     most = max(0, cpus - 1)
@@ -59,11 +68,12 @@ class Plan:
     num_workers: int
     workers_by_need: int
     batches_per_worker: int  # Grain's buffers per worker (``Loader.read_ahead / num_workers``)
-    read_ahead_batches: int
-    batch_bytes: int  # one per-process batch (uint8 frames)
+    read_ahead_batches: int  # elements: parts of batches
+    batch_bytes: int  # one element a worker makes: a part of a per-process batch (uint8 frames)
     read_ahead_bytes: int
     read_ahead_budget_bytes: int
     limited_by: str  # 'need', 'cpus', 'read_ahead_mb' or 'config' (data.num_workers given)
+    parts: int = 1  # parts of a per-process batch
 
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -73,9 +83,10 @@ class Plan:
 
 def plan(*, cpus: int, local_devices: int, accelerator: bool, batch_bytes: int,
          budget_mb: int, batches_per_worker: int, num_workers: int = -1,
-         main_batches: int = 2) -> Plan:
-    """Workers and read-ahead for a process (``num_workers=-1``: derived). ``main_batches``:
-    the read-ahead without workers (the main process's prefetch)."""
+         main_batches: int = 2, parts: int = 1) -> Plan:
+    """Workers and read-ahead for a process (``num_workers=-1``: derived). ``batch_bytes``: one
+    element a worker makes (one of a batch's ``parts``). ``main_batches``: the read-ahead
+    without workers (the main process's prefetch)."""
     need = workers_by_need(cpus, local_devices, accelerator)
     budget = budget_mb * 2**20
     if num_workers >= 0:
@@ -92,4 +103,4 @@ def plan(*, cpus: int, local_devices: int, accelerator: bool, batch_bytes: int,
     return Plan(num_workers=workers, workers_by_need=need, batches_per_worker=batches_per_worker,
                 read_ahead_batches=batches, batch_bytes=batch_bytes,
                 read_ahead_bytes=batches * batch_bytes, read_ahead_budget_bytes=budget,
-                limited_by=limited)
+                limited_by=limited, parts=parts)

@@ -26,10 +26,11 @@ import time
 from typing import Any
 
 import jax
+import numpy as np
 
 from ppsn import (backend, checkpoint, compilation, parallel, paths, shared_workdir,
                   workdir_lock)
-from ppsn.data import datasets, loading, toy
+from ppsn.data import datasets, loading, loading_plan, toy
 from ppsn.data.skip_log import log_consumed_skips, read_skip_log, summarize_skips
 from ppsn.train import preemption, prefetch, reporting, steps, tasks, validation
 
@@ -116,9 +117,12 @@ def setup(config, workdir: str, inputs_for, claim=None) -> Run:
     # Each process appends to its own log; in a bucket, to a local copy pushed at checkpoints.
     skip_log = paths.Mirror(paths.join(workdir, f"bad_samples.process{jax.process_index()}.jsonl"))
     train_spec = datasets.clip_spec(config.data, "train")
-    train_ds = datasets.train_dataset(train_source, train_spec, local_batch, config.seed)
+    parts = loading_plan.batch_parts(local_batch, jax.local_device_count())  # one per device
+    train_ds = datasets.train_dataset(train_source, train_spec, local_batch, config.seed,
+                                      parts=parts)
     loader = loading.planned_loader(
-        config.data, **_plan_args(local_batch * math.prod(train_spec.shape)))
+        config.data, **_plan_args(local_batch // parts * math.prod(train_spec.shape)),
+        parts=parts)
     val = None
     if config.validate:
         val = (inputs.valid, datasets.clip_spec(config.data, "valid"))
@@ -126,7 +130,7 @@ def setup(config, workdir: str, inputs_for, claim=None) -> Run:
                train_fn=train_fn, eval_fn=eval_fn,
                num_videos=len(train_source), steps_per_epoch=steps_per_epoch,
                total_steps=total_steps,
-               data_iter=loading.to_iterator(train_ds, loader),
+               data_iter=loading.to_iterator(train_ds, loader, parts),
                ckpt=checkpoint.TrainCheckpointer(workdir, config.keep_checkpoints,
                                                  global_batch=config.batch_size),
                writer=reporting.Writer(workdir), skip_log=skip_log, val=val,
@@ -325,9 +329,13 @@ def _stop(run: Run, progress: Progress, state, rng, done: int, position, saved: 
 
 
 def _feed(run: Run) -> prefetch.DevicePrefetcher:
-    return prefetch.DevicePrefetcher(run.data_iter, lambda batch: (parallel.to_global(
-        {"frames": batch["frames"], "label": batch["label"]}, run.mesh),
-        {k: batch[k] for k in ("replaced", "skipped")}), size=PREFETCH_BATCHES)
+    def prepare(batch):  # one part per local device: each put on its device as it is
+        parts = batch if isinstance(batch, list) else [batch]
+        return (parallel.parts_to_global([{k: p[k] for k in ("frames", "label")} for p in parts],
+                                         run.mesh),
+                {k: np.concatenate([p[k] for p in parts]) for k in ("replaced", "skipped")})
+
+    return prefetch.DevicePrefetcher(run.data_iter, prepare, size=PREFETCH_BATCHES)
 
 
 def summarize(run: Run, progress: Progress) -> None:

@@ -15,10 +15,13 @@ def _plan(capsys, *args):
 
 def test_the_k400_recipe_on_8_gpus_and_224_cpus_fits_48_workers_and_8_gib(capsys):
     plan = _plan(capsys, "--cpus", "224", "--local_devices", "8", "--host_memory_gb", "2048")
-    assert plan["batch_bytes"] == 256 * 3 * 224 * 224 * 3  # one per-process batch, uint8
+    # One part of the per-process batch per GPU (uint8): what a worker makes and holds.
+    assert plan["parts"] == 8 and plan["batch_bytes"] == 32 * 3 * 224 * 224 * 3
     assert 1 <= plan["num_workers"] <= 48, plan
     assert plan["read_ahead_bytes"] <= 8 * 2**30, plan
     assert plan["read_ahead_bytes"] == plan["read_ahead_batches"] * plan["batch_bytes"]
+    # ... and they feed the README's per-GPU target at a worker's slow rate (430 clips/s).
+    assert plan["num_workers"] * 430 / 8 >= 1600 and plan["limited_by"] == "need", plan
     # A SLURM task of 12 CPUs per GPU: the workers one GPU needs, a small read-ahead.
     task = _plan(capsys, "--cpus", "12", "--local_devices", "1", "--processes", "8",
                  "--host_cpus", "224", "--host_memory_gb", "2048")

@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import time
@@ -80,6 +81,28 @@ def test_iterator_state_restores_the_exact_position_with_any_worker_count(
         for key in want:
             np.testing.assert_array_equal(got[key], want[key])
     resumed.close()
+
+
+def test_a_batch_made_in_parts_has_the_rows_of_the_batch_made_whole(train_frames):
+    whole = loading.to_iterator(datasets.train_dataset(train_frames, SPEC, 4, seed=0,
+                                                       process_index=0, process_count=1))
+    expected = [next(whole) for _ in range(4)]
+    whole.close()
+    ds = datasets.train_dataset(train_frames, SPEC, 4, seed=0, process_index=0, process_count=1,
+                                parts=2)
+    it = loading.to_iterator(ds, loading.Loader(num_workers=2, prefetch_batches=0), parts=2)
+    got = [next(it) for _ in range(2)]
+    state = it.get_state()  # whole batches, as a checkpoint of today's batches holds
+    it.close()
+    assert json.loads(state) == {"batches_consumed": 2}
+    resumed = loading.to_iterator(ds, parts=2)
+    resumed.set_state(state)
+    got += [next(resumed) for _ in range(2)]
+    resumed.close()
+    for parts, want in zip(got, expected):
+        assert len(parts) == 2 and len(parts[0]["index"]) == 2
+        for key in want:
+            np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), want[key])
 
 
 class CountingSource:

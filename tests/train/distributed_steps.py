@@ -5,8 +5,10 @@
 Launched by the tests in fresh processes (the CPU device count is fixed at JAX start-up):
 with ``XLA_FLAGS=--xla_force_host_platform_device_count=K`` for several local devices, and
 with ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID`` for several
-processes (each feeds its own rows of the global batch). ``--mixup_alpha 0`` turns mixup off: each
-device mixes its own shard, so which examples are mixed depends on the device count.
+processes (each feeds its own rows of the global batch, in one part per local device as the
+train loop does: ``parts_match_whole`` says they make the same arrays as the rows joined).
+``--mixup_alpha 0`` turns mixup off: each device mixes its own shard, so which examples are
+mixed depends on the device count.
 """
 
 import argparse
@@ -49,17 +51,35 @@ def main():
     data = np.random.default_rng(0)
     rows = GLOBAL_BATCH // jax.process_count()
     mine = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
-    losses = []
+    parts = sum(d.process_index == jax.process_index() for d in devices)
+    losses, parts_match = [], True
     for _ in range(args.steps):
         batch = {"frames": data.integers(0, 256, (GLOBAL_BATCH, 3, 32, 32, 3), dtype=np.uint8),
                  "label": data.integers(0, 10, GLOBAL_BATCH).astype(np.int32)}
         local = {k: v[mine] for k, v in batch.items()}
-        state, metrics = train(state, parallel.to_global(local, mesh), rng)
+        split = [dict(zip(local, cut)) for cut in zip(*(np.split(v, parts)
+                                                       for v in local.values()))]
+        fed = parallel.parts_to_global(split, mesh)
+        parts_match &= _same_arrays(fed, parallel.to_global(local, mesh))
+        state, metrics = train(state, fed, rng)
         losses.append(float(parallel.to_host(metrics)["loss"]))
     checksum = float(sum(np.abs(np.asarray(jax.device_get(x), np.float64)).sum()
                          for x in jax.tree.leaves(state.params)))
     print(json.dumps({"process": jax.process_index(), "devices": len(devices),
-                      "losses": losses, "param_checksum": checksum}), flush=True)
+                      "losses": losses, "param_checksum": checksum,
+                      "parts": parts, "parts_match_whole": bool(parts_match)}), flush=True)
+
+
+def _same_arrays(a, b) -> bool:
+    """The same global arrays: shape, sharding, and each local device's rows."""
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        if x.shape != y.shape or x.sharding != y.sharding:
+            return False
+        shards = {s.device: np.asarray(s.data) for s in y.addressable_shards}
+        if not all(np.array_equal(np.asarray(s.data), shards[s.device])
+                   for s in x.addressable_shards):
+            return False
+    return True
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ def test_one_device_and_eight_devices_give_the_same_loss():
     one = _run(8, "--mesh_devices", "1", "--mixup_alpha", "0")
     eight = _run(8, "--mesh_devices", "8", "--mixup_alpha", "0")
     assert one["devices"] == 1 and eight["devices"] == 8
+    assert eight["parts"] == 8 and eight["parts_match_whole"]  # 8 parts = the batch whole
     # The first loss uses BatchNorm statistics of the whole batch on both; later ones differ
     # by float summation order only, which random labels without mixup amplify ~5x per step
     # (observed: 7e-7, 4e-6, 5e-5).
@@ -61,5 +62,5 @@ def test_two_processes_match_one_process_with_four_devices():
         results.append(json.loads(stdout.strip().splitlines()[-1]))
     assert sorted(r["process"] for r in results) == [0, 1]
     for r in results:
-        assert r["devices"] == 4
+        assert r["devices"] == 4 and r["parts"] == 2 and r["parts_match_whole"]
         np.testing.assert_allclose(r["losses"], single["losses"], rtol=0, atol=1e-5)

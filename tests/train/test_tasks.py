@@ -1,5 +1,7 @@
 """The three training objectives through one interface, and the loop's phases one by one."""
 
+import multiprocessing
+
 import jax
 import numpy as np
 import pytest
@@ -54,7 +56,7 @@ def test_every_task_trains_evaluates_and_serves_a_plain_tsn(mode, teacher_dir, t
     assert rows["top1"].shape == (4,) and np.all(np.isfinite(rows["loss"]))
 
 
-def test_phases_set_up_initialize_checkpoint_and_resume(toy_dir, tmp_path):
+def test_phases_set_up_initialize_checkpoint_and_resume(toy_dir, tmp_path, monkeypatch):
     config = _config()
     config.data.data_prefix = str(toy_dir)
     config.data.train_list = f"{toy_dir}/train_frames.list"
@@ -82,11 +84,25 @@ def test_phases_set_up_initialize_checkpoint_and_resume(toy_dir, tmp_path):
     next_batch = next(run.data_iter)
     run.ckpt.close()
 
+    config.data.num_workers = 1  # from here: a worker pool for the train feed, one for validation
     again = train_mode.setup(config, workdir)
-    state2, _, start2 = loop.restore_or_initialize(again)
+    state2, rng2, start2 = loop.restore_or_initialize(again)
     assert start2 == 1 and int(state2.step) == 1
     for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(jax.device_get(state2.params))):
         np.testing.assert_array_equal(a, b)
     # The data iterator resumes where the checkpoint was taken.
     np.testing.assert_array_equal(next(again.data_iter)["index"], next_batch["index"])
+
+    # Through the end of the first epoch: validation runs while the train feed's workers are
+    # stopped (one pool at a time), and the feed restarts after it.
+    validate, pools = loop.validation.validate, []
+
+    def observed(*args, **kwargs):
+        pools.append(len(multiprocessing.active_children()))  # the train feed's live workers
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(loop.validation, "validate", observed)
+    progress2 = loop.Progress(meter=loop.reporting.Meter(first_step=1), best_top1=2.0)
+    state2 = loop.train_steps(again, progress2, state2, rng2, 1, 4)
+    assert pools == [0] and int(state2.step) == 4  # validated after step 3, then step 4
     again.ckpt.close()

@@ -4,12 +4,14 @@ batches; another global batch is refused with one line."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import portpicker
 import pytest
 
 from ppsn import checkpoint, cli
@@ -84,15 +86,57 @@ def _run(toy_dir, workdir, processes, devices, max_steps):
     return done.stdout + done.stderr
 
 
+def _run_2x2_and_sigterm_one(toy_dir, workdir, max_steps):
+    """Two processes of 2 devices (as ``launch/local.sh`` starts them); SIGTERM to process 1
+    alone once process 0 logged step 1. Returns each process's exit status and output."""
+    flags = _tiny_flags(toy_dir, workdir, num_epochs=2, max_steps=max_steps, validate=False,
+                        checkpoint_every_steps=100, log_interval=1)
+    port = portpicker.pick_unused_port()
+    procs, logs = [], []
+    for i in range(2):
+        env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+               "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
+               "JAX_PROCESS_ID": str(i), "PPSN_CPUS": "1"}
+        logs.append(open(workdir.parent / f"process{i}.out", "w+"))
+        procs.append(subprocess.Popen(flags, cwd=REPO_ROOT, env=env, text=True,
+                                      stdout=subprocess.PIPE if i == 0 else logs[i],
+                                      stderr=subprocess.STDOUT))
+    lines = []
+    for line in procs[0].stdout:
+        lines.append(line)
+        if "train step:1 " in line:
+            procs[1].send_signal(signal.SIGTERM)
+            break
+    outs = ["".join(lines) + procs[0].communicate(timeout=300)[0]]
+    procs[1].wait(timeout=300)
+    logs[1].seek(0)
+    outs.append(logs[1].read())
+    for f in logs:
+        f.close()
+    return [p.returncode for p in procs], outs
+
+
 def test_2x2_resumes_as_1x4_and_that_as_2_processes(toy_dir, tmp_path):
+    """The first run is stopped by a SIGTERM to one of its two processes between scheduled
+    checkpoints: both agree on a step, save it and exit 143; it resumes as 1 x 4, and the first
+    command, run again, continues from there as 2 x 2."""
     workdir = tmp_path / "run"
-    _run(toy_dir, workdir, 2, 2, 2)
-    out = _run(toy_dir, workdir, 1, 4, 4)
-    assert "at step 2" in out
-    assert "data position: 2 global batches of 8 consumed by 2 processes, continued by 1" in out
+    codes, outs = _run_2x2_and_sigterm_one(toy_dir, workdir, 6)
+    assert codes == [143, 143], "\n".join(out[-2000:] for out in outs)
+    saved = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+    assert len(saved) == 1 and 1 <= saved[0] <= 4, (saved, outs[0][-2000:])  # none scheduled
+    step = saved[0]
+    for out in outs:  # the same step on both processes
+        assert sum(f"stopped at step {step} of 6 on a signal" in line
+                   for line in out.splitlines()) == 1, out[-2000:]
+    out = _run(toy_dir, workdir, 1, 4, step + 1)
+    assert f"at step {step}" in out
+    assert (f"data position: {step} global batches of 8 consumed by 2 processes, continued "
+            "by 1") in out
     out = _run(toy_dir, workdir, 2, 2, 6)
-    assert "at step 4" in out
-    assert "data position: 4 global batches of 8 consumed by 1 processes, continued by 2" in out
+    assert f"at step {step + 1}" in out
+    assert (f"data position: {step + 1} global batches of 8 consumed by 1 processes, "
+            "continued by 2") in out
     position = json.loads((workdir / "checkpoints" / "6" / "position" / "metadata").read_text())
     assert position == {"batches_consumed": 6, "global_batch": 8, "samples_consumed": 48,
                         "process_count": 2}
