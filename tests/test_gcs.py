@@ -248,7 +248,9 @@ def test_tfds_data_prepared_into_a_bucket_trains_from_it(toy_dir, gcs_dir, tmp_p
 
 
 def test_two_processes_share_one_bucket_workdir(toy_dir, gcs_dir):
-    """Both processes resolve the same checkpoints; process 0 alone writes the shared files."""
+    """launch/local.sh runs 2 processes x 2 devices that train, validate and checkpoint in one
+    bucket workdir: both resolve the same checkpoints; process 0 alone prints the step lines
+    and writes the shared files."""
     workdir = paths.join(gcs_dir, "run")
     flags = _toy_flags(toy_dir, workdir, num_epochs=2)[3:]
     done = subprocess.run(["bash", "launch/local.sh", "--processes", "2",
@@ -258,7 +260,10 @@ def test_two_processes_share_one_bucket_workdir(toy_dir, gcs_dir):
     assert done.returncode == 0, done.stderr[-3000:]
     assert checkpoint.saved_steps(workdir) == [2, 4, 6]
     assert paths.exists(paths.join(workdir, "best", "ppsn.json"))
+    assert done.stdout.count("global batch 8 on 4 devices (2 processes)") == 1
+    assert done.stdout.count("train step:") == 2 and "Already save the best model" in done.stdout
     log = paths.path(paths.join(workdir, "train.log")).read_text()
     assert log.count("global batch 8 on 4 devices (2 processes)") == 1
+    assert log.count("train step:") == 2
     data = paths.listdir(paths.join(workdir, "checkpoints", "6", "data"))
     assert {"process_0-of-2.json", "process_1-of-2.json"} <= set(data), data

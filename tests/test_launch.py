@@ -1,4 +1,5 @@
-"""Launchers: dry runs print the commands; local.sh really runs 2 processes on CPU."""
+"""Launchers: dry runs print the commands. local.sh really runs 2 processes on CPU in
+tests/test_gcs.py (a bucket workdir) and tests/train/test_topology.py (a local one)."""
 
 import os
 import shlex
@@ -6,8 +7,6 @@ import signal
 import subprocess
 import tarfile
 import time
-
-import pytest
 
 from tests.conftest import REPO_ROOT
 
@@ -40,28 +39,6 @@ def test_dry_runs_print_what_would_run():
                   env={**os.environ, "SLURM_CPUS_PER_TASK": "7"}).stdout
     assert "PPSN_CPUS=7 srun" in slurm
     assert _bash("launch/tpu_vm.sh", "--tpu", "t").returncode == 2
-
-
-@pytest.mark.slow
-def test_two_local_processes_train_validate_and_checkpoint(toy_dir, tmp_path):
-    t = toy_dir
-    flags = [f"--config.data.data_prefix={t}", f"--config.data.train_list={t}/train_frames.list",
-             f"--config.data.val_list={t}/val_frames.list", "--config.data.generate_toy=False",
-             "--config.data.short_size=40", "--config.data.target_size=32",
-             "--config.batch_size=8", "--config.valid_batch_size=8", "--config.num_epochs=2",
-             "--config.checkpoint_every_steps=2", "--config.log_interval=3"]
-    done = _bash("launch/local.sh", "--processes", "2", "--devices_per_process", "2", "--",
-                 "--config=configs/pptsn_toy.py", f"--workdir={tmp_path / 'run'}", *flags)
-    assert done.returncode == 0, done.stderr[-3000:]
-    # Only process 0 prints the per-step lines (the others: warnings and errors), and it
-    # writes WORKDIR/train.log.
-    assert done.stdout.count("global batch 8 on 4 devices (2 processes)") == 1
-    assert done.stdout.count("train step:") == 2 and "Already save the best model" in done.stdout
-    log = (tmp_path / "run" / "train.log").read_text()
-    assert log.count("train step:") == 2 and log.count("global batch 8 on 4 devices") == 1
-    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()
-                  if p.name.isdigit()) == ["2", "4", "6"]
-    assert (tmp_path / "run" / "best" / "ppsn.json").exists()
 
 
 TRICKY = "--config.data.train_list=/data/my lists/train's.list"  # a space and a quote
