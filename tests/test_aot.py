@@ -118,3 +118,22 @@ def test_collectives_are_read_by_kind_and_dtype_from_hlo_text():
         "all-gather": {"f32": {"count": 1, "bytes": 64}},
         "collective-permute": {"f32": {"count": 1, "bytes": 12}}}
     assert hlo.total(hlo.collectives(text), "all-reduce") == 128 + 8 + 16
+
+
+def test_the_largest_batch_search_follows_the_line_and_never_passes_a_refusal():
+    """``--max_batch``'s next compile (ppsn.benchmark.aot.next_batch), on HBM = 1 GiB + 0.1 GiB
+    per clip in 16 GiB: from 32 and 64 the line gives 150 -> 144 (a multiple of 8), which fits;
+    past a batch over capacity it stays below it; after a refusal it goes halfway back."""
+    from ppsn.benchmark import aot
+
+    gib = 2**30
+    hbm = {b: int(gib + 0.1 * gib * b) for b in (32, 64, 144, 152)}
+    cap = 16 * gib
+    assert aot.next_batch({32: hbm[32], 64: hbm[64]}, cap) == 144
+    assert aot.next_batch({32: hbm[32], 64: hbm[64], 144: hbm[144]}, cap) is None  # 144 + 8 > 150
+    over = {32: hbm[32], 64: hbm[64], 152: hbm[152]}  # 152 clips: 16.2 GiB, over
+    assert 64 < aot.next_batch(over, cap) < 152
+    refused = {32: hbm[32], 64: hbm[64], 160: None}
+    assert aot.next_batch(refused, cap) == 112
+    assert aot.next_batch({32: hbm[32]}, cap) == 64
+    assert aot.next_batch({32: 17 * gib}, cap) is None

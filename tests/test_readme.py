@@ -62,7 +62,7 @@ RULES = [
     (r"python -m ppsn\.data\.check .*", "test",
      T + "data/test_check.py::test_check_cli_finds_every_kind_of_bad_entry"),
     (r"launch/local\.sh --processes 2 .*", "test",
-     T + "test_launch.py::test_two_local_processes_train_validate_and_checkpoint"),
+     T + "test_gcs.py::test_two_processes_share_one_bucket_workdir"),
     (r"launch/tpu_vm\.sh .*--setup --dry_run .*", "test",
      T + "test_launch.py::test_tpu_setup_copies_the_checkout_and_every_line_pastes"),
     (r"(launch/tpu_vm\.sh|bash launch/slurm_gpu\.sbatch) .*--dry_run .*", "run", None),

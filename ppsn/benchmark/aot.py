@@ -144,37 +144,42 @@ def _try(config, topo, mesh, mode, batch, tried: list):
     return program, used
 
 
-def largest_batch(config, topo, mesh, mode, start: int, capacity: int, tried: list):
-    """``(batch, program)``: the largest per-chip batch whose program fits (module doc)."""
-    points = {}  # batch -> hbm bytes (None: refused)
-    best = None
-
-    def attempt(batch):
-        nonlocal best
-        program, used = _try(config, topo, mesh, mode, batch, tried)
-        points[batch] = used
-        if used is not None and used <= capacity and (best is None or batch > best[0]):
-            best = (batch, program)
-
-    attempt(start)
-    if best is None:
-        raise ValueError(f"--per_chip_batch {start} does not fit {topo.name}'s "
-                         f"{capacity / 2**30:.1f} GiB; start lower")
-    attempt(2 * start)
-    while len(tried) < MAX_TRIES:
-        fits = sorted(b for b, u in points.items() if u is not None and u <= capacity)
-        over = sorted(b for b in points if b not in fits)
-        low, high = fits[-1], (over[0] if over else None)
-        measured = sorted((b, u) for b, u in points.items() if u is not None)
+def next_batch(points: dict, capacity: int) -> int | None:
+    """The next per-chip batch to compile (a multiple of 8), or None when the search is done:
+    ``points`` maps each batch compiled to its HBM bytes (None: refused by the compiler); the
+    line through the two largest compiled batches is followed to ``capacity``, never past a
+    batch known not to fit (one refused by the compiler: halfway to it)."""
+    fits = sorted(b for b, u in points.items() if u is not None and u <= capacity)
+    if not fits:
+        return None
+    low = fits[-1]
+    over = sorted(b for b in points if b > low)
+    measured = sorted((b, u) for b, u in points.items() if u is not None)
+    if over and points[over[0]] is None:
+        guess = (low + over[0]) // 16 * 8
+    elif len(measured) >= 2:
         (b0, u0), (b1, u1) = measured[-2], measured[-1]
         slope = max((u1 - u0) / max(b1 - b0, 1), 1.0)
         guess = int(low + (capacity - points[low]) / slope) // 8 * 8
-        if high is not None:
-            guess = min(guess, high - 8) if points[high] is not None else (low + high) // 16 * 8
-        if guess <= low or guess in points:
-            break
-        attempt(guess)
-    return best
+        if over:
+            guess = min(guess, over[0] - 8)
+    else:
+        guess = 2 * low
+    return None if guess <= low or guess in points else guess
+
+
+def largest_batch(config, topo, mesh, mode, start: int, capacity: int, tried: list):
+    """``(batch, program)``: the largest per-chip batch whose program fits (module doc)."""
+    points, programs = {}, {}  # batch -> hbm bytes (None: refused) / its program
+    batch = start
+    while batch is not None and len(tried) < MAX_TRIES:
+        programs[batch], points[batch] = _try(config, topo, mesh, mode, batch, tried)
+        batch = 2 * start if len(tried) == 1 else next_batch(points, capacity)
+        if not any(u is not None and u <= capacity for u in points.values()):
+            raise ValueError(f"--per_chip_batch {start} does not fit {topo.name}'s "
+                             f"{capacity / 2**30:.1f} GiB; start lower")
+    best = max(b for b, u in points.items() if u is not None and u <= capacity)
+    return best, programs[best]
 
 
 def cpu_flops(config, topo, mode: str, per_chip_batch: int) -> float:
