@@ -90,6 +90,8 @@ def test_int8_export_records_its_calibration_and_keeps_the_stem_in_fp32(int8_exp
 
 
 def test_predict_int8_agrees_with_fp32_on_toy_clips(int8_export, toy_dir, capsys):
+    from ppsn.serve.predictor import load_clip
+
     model_dir, _ = int8_export
     int8 = Predictor(str(model_dir), "openvino", "int8")
     fp32 = Predictor(str(model_dir), "openvino", "fp32")
@@ -108,6 +110,11 @@ def test_predict_int8_agrees_with_fp32_on_toy_clips(int8_export, toy_dir, capsys
     assert out[0].startswith("openvino:int8 Top-1 ") and out[1].startswith("openvino:fp32 Top-1 ")
     assert "(10 videos of" in out[0]
     assert out[2] == "top-1 agreement openvino:int8 vs openvino:fp32: 1.0000 (10/10)"
+    # its Top-1 is test mode's: the label's score ranks first (computed here from the scores)
+    records = calibration.read_records(str(toy_dir / "test_videos.list"), None, str(toy_dir), 10)
+    scores = fp32.scores(np.stack([load_clip(fp32.meta, r) for r in records]))
+    labels = np.array([r["label"] for r in records])
+    assert out[1].startswith(f"openvino:fp32 Top-1 {np.mean(scores.argmax(-1) == labels):.4f} ")
 
 
 def test_int8_is_openvino_only_and_needs_an_int8_export(int8_export, tmp_path):
