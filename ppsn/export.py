@@ -16,12 +16,13 @@ Writes into ``--output``:
   ONNX graph); ``--nofold_bn`` keeps the statistics and applies them as separate passes;
 * ``weights.npz``: the model variables, in the order ``model.jax`` takes them;
 * ``model.onnx`` (with ``--onnx``): the same eval graph as an ONNX model (uint8 frames in,
-  ``logits`` and ``scores`` out, symbolic batch), built from the variables by
+  ``logits`` and ``scores`` out, batch and views symbolic), built from the variables by
   :mod:`ppsn.serve.onnx_graph`, for ``ppsn.predict --backend=onnxruntime|openvino``;
 * ``model_int8.xml`` / ``.bin`` (with ``--int8``, which implies ``--onnx``): the ONNX graph
   quantized to int8 by NNCF after training (:mod:`ppsn.serve.quantize`, the stem kept in fp32),
   calibrated on ``--calibration_size`` clips made as predict makes them from
   ``--calibration_list`` (default: the config's training list; :mod:`ppsn.serve.calibration`),
+  fed ten views at a time (memory does not grow with the views of a clip),
   for ``ppsn.predict --backend=openvino --precision=int8``;
 * ``inference.json``: what predict needs: ``num_seg``, ``views``, ``short_size``,
   ``target_size``, ``sampling``, ``mean``/``std``, ``num_classes``; with ``--int8``, ``int8``:
@@ -99,7 +100,8 @@ def _quantize(onnx_model, calibration) -> tuple:
 
     from ppsn.serve import quantize
 
-    print(f"int8: calibrating on {len(calibration)} clips from {calibration.list_file}",
+    print(f"int8: calibrating on {calibration.size} clips from {calibration.list_file} "
+          f"({len(calibration)} samples of <= {calibration.views_per_sample} views)",
           file=sys.stderr, flush=True)
     model = quantize.quantize(onnx_model, calibration)
     return model, {"file": quantize.INT8_FILE, **calibration.record(), "nncf": quantize.version(),
@@ -185,7 +187,7 @@ def export_model(config, variables, output: str, platforms=PLATFORMS,
         from ppsn.serve import onnx_graph
 
         onnx_model = onnx_graph.build(jax.tree.map(np.asarray, variables), config.model.depth,
-                                      spec.views, spec.target_size, spec.target_size, "uint8")
+                                      None, spec.target_size, spec.target_size, "uint8")
     meta = {**clip_meta(config), "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
             "num_classes": config.model.num_classes, "depth": config.model.depth,
             "input": "uint8 [n, views, target_size, target_size, 3], TenCrop order",

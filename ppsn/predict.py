@@ -93,15 +93,9 @@ def main(argv=None) -> int:
     if args.timeline or args.window_seconds or args.stride_seconds:
         return cli.run(_timeline, args)
 
-    from ppsn.serve.backends import BackendError, MissingRuntime
-
     try:
-        predictor = Predictor(args.model_dir, args.backend, args.precision, args.threads)
-    except FileNotFoundError as e:
-        print(f"error: {args.model_dir}: not an exported model ({e.strerror}: {e.filename})",
-              file=sys.stderr)
-        return cli.USAGE
-    except (MissingRuntime, BackendError, cli.UserError) as e:
+        predictor = _predictor(args)
+    except cli.UserError as e:
         print(cli.one_line(e), file=sys.stderr)
         return cli.USAGE
     if args.test_list:
@@ -198,6 +192,8 @@ def _timeline(args) -> int:
 
 
 def _predictor(args) -> Predictor:
+    """The exported model of ``args`` (files, lists and timelines alike); one that cannot be
+    opened is a :class:`ppsn.cli.UserError`."""
     from ppsn.serve.backends import BackendError, MissingRuntime
 
     try:

@@ -97,6 +97,19 @@ def test_predict_with_nothing_to_classify_or_a_short_label_list_exits_2(exported
                            "model has 10 (no name for id 2)\n")
 
 
+def test_predict_refuses_a_folder_that_is_not_an_export_the_same_way_for_files_and_timelines(
+        toy_dir, tmp_path, capsys):
+    """One way to open the model: the same one-line error (exit 2) for both commands."""
+    from ppsn import predict
+
+    video = str(toy_dir / "videos" / "test_cool_ring_000.mp4")
+    expected = (f"error: {tmp_path}: not an exported model (No such file or directory: "
+                f"{tmp_path / 'inference.json'})\n")
+    for extra in ([], [f"--timeline={tmp_path / 'out.json'}", "--window_seconds=1"]):
+        assert predict.main([f"--input_file={video}", f"--model_dir={tmp_path}", *extra]) == 2
+        assert capsys.readouterr().err == expected
+
+
 def test_export_refuses_weights_that_do_not_fit_the_config(tmp_path):
     """Checked before anything is compiled or written: one line, exit 2."""
     variables = jax.tree.map(np.asarray, initialize.scratch_variables(TSN(18, 7), seed=0))

@@ -150,8 +150,11 @@ class OpenVinoBackend:
     def scores(self, clips: np.ndarray) -> np.ndarray:
         if len(self.stages) == 1:
             return np.asarray(self.stages[0]({"frames": np.ascontiguousarray(clips)})[self.output])
-        stem = self.stages[0]({"frames": np.ascontiguousarray(clips)})[0]
-        return np.asarray(self.stages[1]({onnx_graph.STEM: stem})[self.output])
+        stem = self.stages[0]({"frames": np.ascontiguousarray(clips)})
+        return np.asarray(self.stages[1](
+            {name: stem[self.stages[0].output(name)] for name in (onnx_graph.STEM,
+                                                                  onnx_graph.CLIP_SHAPE)}
+        )[self.output])
 
 
 def _int8_path(model_dir: str) -> str:

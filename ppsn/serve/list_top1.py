@@ -3,7 +3,8 @@
 Every entry is made into a clip as ``predict`` makes it (:func:`ppsn.serve.predictor.load_clip`)
 and scored by the chosen backend/precision and, with ``--compare=backend:precision``, by a
 second runner of the same export on the same clip, so that e.g. int8 and fp32 are compared on
-exactly the same list: each one's Top-1 and the fraction of videos whose top-1 they agree on.
+exactly the same list: each one's Top-1 (test mode's reducer, :mod:`ppsn.evaluation.metrics`)
+and the fraction of videos whose top-1 they agree on.
 An entry that cannot be decoded is reported on one line and left out (exit status 1).
 """
 
@@ -28,11 +29,11 @@ def _runners(args, predictor):
 
 
 def score(predictor, runners: dict, records) -> tuple[dict, list, list]:
-    """``({name: top-1 classes}, labels, errors)`` over ``records``."""
+    """``({name: scores [videos, classes]}, labels, errors)`` over ``records``."""
     from ppsn.data.decode import DecodeError
     from ppsn.serve.predictor import load_clip
 
-    top1 = {name: [] for name in runners}
+    scores = {name: [] for name in runners}
     labels, errors = [], []
     for record in records:
         try:
@@ -42,14 +43,15 @@ def score(predictor, runners: dict, records) -> tuple[dict, list, list]:
             continue
         labels.append(record["label"])
         for name, runner in runners.items():
-            top1[name].append(int(np.argmax(runner.scores(clip)[0])))
-    return {k: np.array(v) for k, v in top1.items()}, np.array(labels), errors
+            scores[name].append(runner.scores(clip)[0])
+    return {k: np.array(v) for k, v in scores.items()}, np.array(labels), errors
 
 
 def run(args, predictor) -> int:
     """Prints each runner's Top-1 over ``args.test_list`` and, with ``--compare``, their
     top-1 agreement; the exit status."""
     from ppsn import paths
+    from ppsn.evaluation import metrics
     from ppsn.serve.calibration import read_records
 
     try:
@@ -62,18 +64,18 @@ def run(args, predictor) -> int:
     except (cli.UserError, ValueError, ImportError) as e:  # a bad --compare or list
         print(cli.one_line(e), file=sys.stderr)
         return cli.USAGE
-    top1, labels, errors = score(predictor, runners, records)
+    scores, labels, errors = score(predictor, runners, records)
     for line in errors:
         print(line, file=sys.stderr)
     if not len(labels):
         print(f"error: nothing classified ({len(errors)} entries of {args.test_list} failed)",
               file=sys.stderr)
         return cli.USAGE
-    for name, pred in top1.items():
-        print(f"{name} Top-1 {np.mean(pred == labels):.4f} ({len(labels)} videos of "
-              f"{args.test_list})")
-    if len(top1) == 2:
-        (a, pa), (b, pb) = top1.items()
-        same = int(np.sum(pa == pb))
+    for name, got in scores.items():  # test mode's reducer (a tie counts against the label)
+        print(f"{name} Top-1 {metrics.topk_correct(got, labels, 1).mean():.4f} ({len(labels)} "
+              f"videos of {args.test_list})")
+    if len(scores) == 2:
+        (a, sa), (b, sb) = scores.items()
+        same = int(np.sum(sa.argmax(-1) == sb.argmax(-1)))
         print(f"top-1 agreement {a} vs {b}: {same / len(labels):.4f} ({same}/{len(labels)})")
     return cli.SOME_INPUTS_BAD if errors else cli.OK

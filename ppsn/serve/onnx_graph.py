@@ -7,15 +7,19 @@ the stem's max pool, the ResNet-vd "D" shortcut pool (2x2, ceil mode, exclusive 
 ``AveragePool`` times a constant map of 4 / window size, exactly the Flax model's arithmetic), the
 spatial mean, the mean over the views of a clip, the fc layer and the softmax.
 
-Inputs (``n`` symbolic):
+Inputs (``n`` symbolic, and ``views`` too unless ``build`` is given a number):
 
 * ``input_kind='uint8'``: ``frames`` uint8 ``[n, views, H, W, 3]`` (what ``ppsn.predict`` feeds:
   TenCrop views of the scaled frames), normalized in the graph with ImageNet mean/std;
 * ``input_kind='normalized'``: ``frames`` float32 ``[n, views, H, W, 3]``, already normalized.
 
+A symbolic ``views`` lets int8 calibration feed a clip a few views at a time (the memory NNCF's
+statistics take grows with the views run at once) while predict feeds all of them: the mean over
+a clip's views reshapes by ``clip_shape`` (``[n, views]``, taken from ``frames``).
+
 Outputs: ``logits`` float32 ``[n, classes]`` and ``scores`` (their softmax). The stem's output
 tensor is named ``stem`` so that a runtime can run the stem and the rest at different
-precisions (:func:`split_at_stem`).
+precisions (:func:`split_at_stem`: the rest takes ``stem`` and ``clip_shape``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from ppsn.models import fold, plan
 OPSET = 17
 INPUT_KINDS = ("uint8", "normalized")
 STEM = "stem"  # the stem's output (after the max pool): where mixed precision splits the graph
+CLIP_SHAPE = "clip_shape"  # int64 [n, views] of ``frames``: the head's mean over views needs it
 
 
 def _onnx():
@@ -128,12 +133,14 @@ def _backbone(g, x, params, stats, depth: int, height: int, width: int):
     return x
 
 
-def _head(g, onnx, x, head, views: int) -> int:
+def _head(g, onnx, x, head) -> int:
     """Spatial mean, mean over a clip's views, fc and softmax (``logits``, ``scores``); returns
     the number of classes."""
     pooled = g.op("ReduceMean", [x], axes=[2, 3], keepdims=0)  # [n * views, C]
     channels = np.asarray(head["kernel"]).shape[0]
-    pooled = g.op("Reshape", [pooled, g.const("shape", np.array([-1, views, channels], np.int64))])
+    shape = g.op("Concat", [CLIP_SHAPE, g.const("channels", np.array([channels], np.int64))],
+                 axis=0)
+    pooled = g.op("Reshape", [pooled, shape])  # [n, views, C]
     pooled = g.op("ReduceMean", [pooled], axes=[1], keepdims=0)  # [n, C]
     kernel = np.asarray(head["kernel"], np.float32)
     logits = g.op("Gemm", [pooled, g.const("fc_w", kernel),
@@ -143,9 +150,10 @@ def _head(g, onnx, x, head, views: int) -> int:
     return kernel.shape[1]
 
 
-def build(variables, depth: int, views: int, height: int, width: int,
+def build(variables, depth: int, views: int | None, height: int, width: int,
           input_kind: str = "uint8", mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """The ONNX ``ModelProto`` of the eval graph of a TSN with these ``variables``."""
+    """The ONNX ``ModelProto`` of the eval graph of a TSN with these ``variables``; ``views``
+    None leaves the views dimension symbolic (what ``ppsn.export`` writes)."""
     onnx = _onnx()
     plan.check_depth(depth)
     if input_kind not in INPUT_KINDS:
@@ -153,10 +161,13 @@ def build(variables, depth: int, views: int, height: int, width: int,
     params, stats = variables["params"]["backbone"], variables["batch_stats"]["backbone"]
     g = _Graph(onnx)
     elem = onnx.TensorProto.UINT8 if input_kind == "uint8" else onnx.TensorProto.FLOAT
-    frames = onnx.helper.make_tensor_value_info("frames", elem, ["n", views, height, width, 3])
+    frames = onnx.helper.make_tensor_value_info(
+        "frames", elem, ["n", "views" if views is None else views, height, width, 3])
+    g.nodes.append(onnx.helper.make_node("Shape", ["frames"], [CLIP_SHAPE], name=CLIP_SHAPE,
+                                         start=0, end=2))
     x = _normalized_input(g, onnx, input_kind, height, width, mean, std)
     x = _backbone(g, x, params, stats, depth, height, width)
-    classes = _head(g, onnx, x, variables["params"]["fc"], views)
+    classes = _head(g, onnx, x, variables["params"]["fc"])
     outputs = [onnx.helper.make_tensor_value_info(k, onnx.TensorProto.FLOAT, ["n", classes])
                for k in ("logits", "scores")]
     graph = onnx.helper.make_graph(g.nodes, f"ppsn_tsn_r{depth}", [frames], outputs,
@@ -174,10 +185,11 @@ def save(model, path) -> None:
 
 
 def split_at_stem(model):
-    """``(stem, body)``: ``frames -> stem`` and ``stem -> logits, scores`` as two models."""
+    """``(stem, body)``: ``frames -> stem, clip_shape`` and ``stem, clip_shape -> logits,
+    scores`` as two models."""
     onnx = _onnx()
     from onnx.utils import Extractor
 
     extractor = Extractor(onnx.shape_inference.infer_shapes(model))
-    return (extractor.extract_model(["frames"], [STEM]),
-            extractor.extract_model([STEM], ["logits", "scores"]))
+    return (extractor.extract_model(["frames"], [STEM, CLIP_SHAPE]),
+            extractor.extract_model([STEM, CLIP_SHAPE], ["logits", "scores"]))

@@ -9,9 +9,10 @@ The result is an OpenVINO IR (``model_int8.xml`` + ``.bin``) that OpenVINO runs 
 convolutions (VNNI where the CPU has it).
 
 Keeping the stem in fp32 matters: on the R50 fixture quantizing it too moves the logits by 0.27
-instead of 0.20. Calibration runs the model once per clip with NNCF's statistics attached, which
-takes memory: R50 at 250 views of 224 was killed at 15.9 GB RSS on a shared 24 GB machine (a
-4-clip run went through). NNCF's ONNX path held every activation in memory (15.8 GB, killed, at
+instead of 0.20. Calibration runs the model once per sample with NNCF's statistics attached, which
+takes memory growing with the sample's views: R50 with whole clips of 250 views at 224 was killed
+at 15.9 GB RSS, so samples are ten views of a clip (the exported views dimension is symbolic;
+:mod:`ppsn.serve.calibration`). NNCF's ONNX path held every activation in memory (15.8 GB, killed, at
 100 views) and ONNX Runtime on its QDQ graph took 1.55x OpenVINO int8's time (R50, 10 views), so
 int8 is OpenVINO only. At 10 views int8 ran 1.81x faster than bf16 and 2.89x than fp32 (2-core
 AMD EPYC with AVX-512 VNNI and AVX512-BF16, loaded).
@@ -58,7 +59,8 @@ def kept_layers(onnx_model, keep) -> list[str]:
 
 def quantize(onnx_model, clips, keep=DEFAULT_KEEP):
     """The int8 ``openvino.Model`` of ``onnx_model`` calibrated on ``clips`` (an iterable with
-    ``len``, of uint8 clips ``[1, views, size, size, 3]``)."""
+    ``len``, of samples ``[1, views, size, size, 3]``: with symbolic views, a few views of a
+    clip each, :class:`ppsn.serve.calibration.CalibrationClips`)."""
     nncf, ov = _import_nncf()
     nncf.set_log_level(logging.WARNING)  # not a line per layer left unquantized
     model = ov.Core().read_model(onnx_model.SerializeToString())

@@ -75,6 +75,7 @@ def test_int8_export_records_its_calibration_and_keeps_the_stem_in_fp32(int8_exp
     record = meta["int8"]
     assert record["list"] == str(toy_dir / "train_frames.list") and record["clips"] == 6
     assert record["nncf"] == quantize.version() and record["kept_fp32"] == ["stem"]
+    assert record["views_per_sample"] == calibration.VIEWS_PER_SAMPLE == 10
     assert meta["onnx"] == "model.onnx" and (model_dir / "model_int8.bin").exists()
     model = ov.Core().read_model(str(model_dir / "model_int8.xml"))
     convs = [op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
@@ -89,6 +90,8 @@ def test_int8_export_records_its_calibration_and_keeps_the_stem_in_fp32(int8_exp
 
 
 def test_predict_int8_agrees_with_fp32_on_toy_clips(int8_export, toy_dir, capsys):
+    from ppsn.serve.predictor import load_clip
+
     model_dir, _ = int8_export
     int8 = Predictor(str(model_dir), "openvino", "int8")
     fp32 = Predictor(str(model_dir), "openvino", "fp32")
@@ -107,6 +110,11 @@ def test_predict_int8_agrees_with_fp32_on_toy_clips(int8_export, toy_dir, capsys
     assert out[0].startswith("openvino:int8 Top-1 ") and out[1].startswith("openvino:fp32 Top-1 ")
     assert "(10 videos of" in out[0]
     assert out[2] == "top-1 agreement openvino:int8 vs openvino:fp32: 1.0000 (10/10)"
+    # its Top-1 is test mode's: the label's score ranks first (computed here from the scores)
+    records = calibration.read_records(str(toy_dir / "test_videos.list"), None, str(toy_dir), 10)
+    scores = fp32.scores(np.stack([load_clip(fp32.meta, r) for r in records]))
+    labels = np.array([r["label"] for r in records])
+    assert out[1].startswith(f"openvino:fp32 Top-1 {np.mean(scores.argmax(-1) == labels):.4f} ")
 
 
 def test_int8_is_openvino_only_and_needs_an_int8_export(int8_export, tmp_path):
@@ -118,6 +126,26 @@ def test_int8_is_openvino_only_and_needs_an_int8_export(int8_export, tmp_path):
     (tmp_path / "model.onnx").write_bytes((model_dir / "model.onnx").read_bytes())
     with pytest.raises(backends.BackendError, match="export again .* --int8"):
         backends.load(str(tmp_path), "openvino", "int8")
+
+
+def test_calibration_feeds_every_view_of_each_clip_a_few_at_a_time(toy_dir):
+    """Samples of at most ``views_per_sample`` views (NNCF's statistics hold one sample's
+    activations at once: an R50 clip of 250 views took over 16 GB), all views in order."""
+    from ppsn.serve.predictor import load_clip
+
+    meta = clip_meta(_config(toy_dir))
+    records = calibration.read_records(str(toy_dir / "test_videos.list"), None, str(toy_dir), 10)
+    clips = calibration.CalibrationClips(meta, records, 2, "test_videos.list", views_per_sample=3)
+    samples = list(clips)
+    assert meta["views"] == 20 and len(clips) == len(samples) == 2 * 7
+    assert [s.shape[:2] for s in samples[:7]] == [(1, 3)] * 6 + [(1, 2)]
+    order = np.random.default_rng(calibration.SEED).permutation(len(records))
+    for i, first in enumerate((0, 7)):
+        np.testing.assert_array_equal(np.concatenate(samples[first:first + 7], axis=1)[0],
+                                      load_clip(meta, records[order[i]]))
+    assert len(calibration.CalibrationClips(meta, records, 2, "x")) == 2 * 2  # 10 at a time
+    with pytest.raises(calibration.CalibrationError, match="views_per_sample must be >= 1"):
+        calibration.CalibrationClips(meta, records, 2, "x", views_per_sample=0)
 
 
 def test_calibration_lists_that_cannot_give_enough_clips_are_refused(toy_dir, tmp_path):
@@ -138,7 +166,7 @@ def test_calibration_lists_that_cannot_give_enough_clips_are_refused(toy_dir, tm
     from ppsn.serve import onnx_graph
 
     variables = initialize.scratch_variables(TSN(18, 10), seed=5)
-    model = onnx_graph.build(variables, 18, meta["views"], 32, 32)
+    model = onnx_graph.build(variables, 18, None, 32, 32)  # as exported: views symbolic
     with pytest.raises(calibration.CalibrationError, match=r"gives only 1 clips of the 2 asked "
                        r"for \(1 entries unreadable"):
         quantize.quantize(model, clips)
