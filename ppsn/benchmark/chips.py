@@ -73,8 +73,13 @@ def get_topology(name: str) -> Topology:
         raise ValueError(f"--topology {name}: unknown chip {chip!r} (known: {', '.join(PEAKS)})")
     m = _GPU.match(name)
     if not m:
-        desc = topologies.get_topology_desc(topology_name=name, platform="tpu")
-        return Topology(name, "tpu", chip, tuple(desc.devices))
+        devices = topologies.get_topology_desc(topology_name=name, platform="tpu").devices
+        if len({tuple(d.coords) for d in devices}) < len(devices):
+            # One device per TensorCore (libtpu's deviceless default for v4); a run on a v4 VM
+            # sees one device per chip ("megacore"), so that is what is compiled.
+            devices = topologies.get_topology_desc(topology_name=name, platform="tpu",
+                                                   chip_config_name="megacore").devices
+        return Topology(name, "tpu", chip, tuple(devices))
     target = os.path.join(TARGETS, f"{chip}.txtpb")
     if not os.path.exists(target):
         raise ValueError(f"--topology {name}: no XLA target description for {chip} "
