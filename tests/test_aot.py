@@ -137,3 +137,16 @@ def test_the_largest_batch_search_follows_the_line_and_never_passes_a_refusal():
     assert aot.next_batch(refused, cap) == 112
     assert aot.next_batch({32: hbm[32]}, cap) == 64
     assert aot.next_batch({32: 17 * gib}, cap) is None
+
+
+def test_a_v4_topology_has_one_device_per_chip():
+    """libtpu's deviceless v4 devices are TensorCores (two per chip); a v4 VM runs one device
+    per chip (megacore), so that is what ``aot`` compiles: v4:2x2x1 is 4 chips on 1 host."""
+    _require("libtpu", "pip install 'ppsn[tpu]'")
+    code = ("import os, json; os.environ['ALLOW_MULTIPLE_LIBTPU_LOAD'] = '1'; import jax; "
+            "jax.config.update('jax_platforms', 'cpu'); from ppsn.benchmark import chips; "
+            "t = chips.get_topology('v4:2x2x1'); print(json.dumps([t.chips, t.hosts]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [4, 1]
