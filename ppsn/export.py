@@ -105,8 +105,7 @@ def _quantize(onnx_model, calibration) -> tuple:
           file=sys.stderr, flush=True)
     model = quantize.quantize(onnx_model, calibration)
     return model, {"file": quantize.INT8_FILE, **calibration.record(), "nncf": quantize.version(),
-                   "method": "NNCF post-training quantization (MIXED preset, fast bias "
-                   "correction)", "kept_fp32": list(quantize.DEFAULT_KEEP)}
+                   "method": quantize.METHOD, "kept_fp32": list(quantize.DEFAULT_KEEP)}
 
 
 def _infer_fn(config, treedef, platforms, fold_bn: bool):

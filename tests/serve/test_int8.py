@@ -89,6 +89,42 @@ def test_int8_export_records_its_calibration_and_keeps_the_stem_in_fp32(int8_exp
     assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
 
 
+def test_activation_ranges_cover_every_calibration_sample(int8_export, toy_dir):
+    """An activation quantizer's range is the min / max over all calibration samples (NNCF's
+    MINMAX), not NNCF's default mean of each sample's extremes, which clips the views brighter
+    than the average sample: on the toy that default lost 3.75 points of Top-1 (quantize.py)."""
+    import openvino as ov
+
+    model_dir, _ = int8_export
+    core = ov.Core()
+    int8 = core.read_model(str(model_dir / "model_int8.xml"))
+    fp32 = core.read_model(str(model_dir / "model.onnx"))
+    by_name = {op.get_friendly_name(): op for op in fp32.get_ordered_ops()}
+
+    def value(op, i):
+        return op.input(i).get_source_output().get_node()
+
+    quantizers = [op for op in int8.get_ordered_ops() if op.get_type_name() == "FakeQuantize"
+                  and value(op, 0).get_type_name() != "Constant"]  # activations, not weights
+    sources = [op.input(0).get_source_output() for op in quantizers]
+    outputs = fp32.add_outputs([by_name[s.get_node().get_friendly_name()].output(s.get_index())
+                                for s in sources])
+    compiled = core.compile_model(fp32, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    config = _config(toy_dir)
+    records = calibration.read_records(config.data.train_list, "frames", str(toy_dir), 10)
+    samples = calibration.CalibrationClips(clip_meta(config), records, 6, "x")
+    seen = [[compiled({"frames": s})[compiled.output(o.get_any_name())] for o in outputs]
+            for s in samples]
+    assert len(quantizers) >= 10
+    for i, op in enumerate(quantizers):
+        low, high = (float(np.min(value(op, k).get_data())) for k in (1, 2))
+        lowest = min(float(v[i].min()) for v in seen)
+        highest = max(float(v[i].max()) for v in seen)
+        tol = 1e-3 * (highest - lowest)
+        assert low <= lowest + tol and high >= highest - tol, (op.get_friendly_name(), low, high,
+                                                               lowest, highest)
+
+
 def test_predict_int8_agrees_with_fp32_on_toy_clips(int8_export, toy_dir, capsys):
     from ppsn.serve.predictor import load_clip
 
@@ -192,7 +228,11 @@ def test_r50_fixture_int8_logits_stay_close_to_paddle_fp32(decompressed, pptsn_f
                                                            record_property):
     """The PaddleVideo R50 fixture (random weights: a chaotic net, margins of 0.02-0.07 between
     the two best logits), calibrated on 16 clips drawn like its inputs: int8 (the stem in fp32)
-    stays within 0.25 of PaddleVideo's fp32 logits (measured 0.20; all-int8 0.27; bf16 0.10)."""
+    stays within 0.25 of PaddleVideo's fp32 logits (measured 0.19, mean 0.050; with NNCF's
+    default ranges 0.20, all-int8 0.27, bf16 0.10). Its top-1 is not asserted: those margins
+    are below the logit error int8 allows, and which case flips depends on the range estimator
+    (min/max: case 0; NNCF's histogram: case 1), while on the trained toy min/max keeps 79/80
+    top-1 (quantize.py)."""
     import openvino as ov
 
     from ppsn.convert.paddle import load_pdparams, to_flax
@@ -212,7 +252,8 @@ def test_r50_fixture_int8_logits_stay_close_to_paddle_fp32(decompressed, pptsn_f
     diff = np.abs(int8 - fp32)
     record_property("int8_max_logit_diff", float(diff.max()))
     assert diff.max() < 0.25 and diff.mean() < 0.06, (diff.max(), diff.mean())
-    assert int8.argmax(-1)[0] == fp32.argmax(-1)[0]  # margin 0.073 (the other one: 0.023)
+    agree = np.mean(int8.argmax(-1) == fp32.argmax(-1))
+    record_property("int8_top1_agreement", float(agree))
 
 
 def test_predict_benchmark_times_int8_against_several_baselines():
