@@ -95,6 +95,7 @@ def _forward_flops(depth: int, images: int, size: int) -> float:
     return images * flops
 
 
+@pytest.mark.slow
 def test_train_step_benchmark_reports_throughput_the_naive_baseline_and_the_kd_overhead():
     out = _run("train_step", "--depth", "18", "--batch", "2", "--num_seg", "2", "--size", "32",
                "--steps", "2", "--teacher_depth", "18")

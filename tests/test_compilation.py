@@ -5,6 +5,7 @@ import subprocess
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from ppsn import compilation
 from tests.conftest import REPO_ROOT
@@ -17,6 +18,7 @@ def _compilations(log):
     return int(m.group(1)), int(m.group(2))
 
 
+@pytest.mark.slow
 def test_a_run_caches_only_programs_worth_caching_and_a_rerun_loads_them(toy_dir, tmp_path):
     cache = tmp_path / "cache"
     logs, entries = [], []

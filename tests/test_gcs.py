@@ -247,6 +247,7 @@ def test_tfds_data_prepared_into_a_bucket_trains_from_it(toy_dir, gcs_dir, tmp_p
     assert checkpoint.saved_steps(tmp_path / "run") == [2, 3]
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_bucket_workdir(toy_dir, gcs_dir):
     """launch/local.sh runs 2 processes x 2 devices that train, validate and checkpoint in one
     bucket workdir: both resolve the same checkpoints; process 0 alone prints the step lines

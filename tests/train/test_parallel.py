@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import portpicker
 
 from tests.conftest import REPO_ROOT
@@ -47,6 +48,7 @@ def test_one_device_and_eight_devices_give_the_same_loss():
     np.testing.assert_allclose(one["param_checksum"], eight["param_checksum"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_with_four_devices():
     single = _run(4)
     port = portpicker.pick_unused_port()

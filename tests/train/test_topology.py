@@ -116,6 +116,7 @@ def _run_2x2_and_sigterm_one(toy_dir, workdir, max_steps):
     return [p.returncode for p in procs], outs
 
 
+@pytest.mark.slow
 def test_2x2_resumes_as_1x4_and_that_as_2_processes(toy_dir, tmp_path):
     """The first run is stopped by a SIGTERM to one of its two processes between scheduled
     checkpoints: both agree on a step, save it and exit 143; it resumes as 1 x 4, and the first
