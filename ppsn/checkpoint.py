@@ -98,7 +98,7 @@ def save_variables(directory: str | os.PathLike, variables: Mapping[str, Any],
     primary = _is_primary()
     tmp = outputs.replacement_path(directory)
     if primary:
-        outputs.prepare_replacement(directory)
+        outputs.prepare_replacement(directory, META_FILE)
     _sync("ppsn:save_variables:start")
     try:
         _write_tree(paths.join(tmp, VARIABLES_DIR), {k: v for k, v in variables.items()})

@@ -40,8 +40,16 @@ def check_replaceable(directory: str | os.PathLike, *, force: bool, marker: str,
         raise FileExistsError(f"{directory}: is not a directory, so not a {kind}; "
                               "refusing to replace it even with --force")
     if paths.listdir(directory) and not (target / marker).is_file():
+        if _interrupted_swap(directory, marker):
+            return  # our own save, stopped mid-swap in a bucket: a complete copy is beside it
         raise FileExistsError(f"{directory}: is not a {kind} (no {marker}); refusing "
                               "to replace it even with --force (remove it or pick another output)")
+
+
+def _interrupted_swap(directory: str, marker: str) -> bool:
+    """Whether ``directory`` (without ``marker``) is what a save killed during a bucket swap
+    left: a partial copy, with the complete one (holding ``marker``) under a sibling name."""
+    return any((paths.path(s) / marker).is_file() for s in _siblings(directory))
 
 
 def replacement_path(directory: str | os.PathLike) -> str:
@@ -49,10 +57,10 @@ def replacement_path(directory: str | os.PathLike) -> str:
     return _siblings(absolute(directory))[0]
 
 
-def prepare_replacement(directory: str | os.PathLike) -> str:
+def prepare_replacement(directory: str | os.PathLike, marker: str | None = None) -> str:
     """Clear what a crashed save left and create the empty temporary sibling of ``directory``
     (:func:`replacement_path`); returns it."""
-    return _prepare(absolute(directory))
+    return _prepare(absolute(directory), marker)
 
 
 def swap_in(directory: str | os.PathLike, marker: str | None = None) -> None:
@@ -66,7 +74,7 @@ def replacing(directory: str | os.PathLike, *, force: bool, marker: str, kind: s
     temporary sibling to write into, and on success puts it in place (:func:`_swap_in`); on
     failure it is removed and the old output stays as it was."""
     check_replaceable(directory, force=force, marker=marker, kind=kind)
-    tmp = prepare_replacement(directory)
+    tmp = prepare_replacement(directory, marker)
     try:
         yield tmp
     except BaseException:
@@ -75,11 +83,18 @@ def replacing(directory: str | os.PathLike, *, force: bool, marker: str, kind: s
     swap_in(directory, marker)
 
 
-def _prepare(directory: str) -> str:
-    """Clear what a crashed save left and create the empty temporary sibling; returns it."""
+def _prepare(directory: str, marker: str | None = None) -> str:
+    """Clear what a crashed save left and create the empty temporary sibling; returns it. A
+    ``directory`` without ``marker`` beside an ``old`` with it is a swap killed half-way: the
+    partial copy goes, the complete one is kept until the next swap."""
     tmp, old = _siblings(directory)
     paths.remove_tree(tmp)
-    if paths.exists(directory):  # else ``old`` may be the only copy left: kept until the swap
+    partial = (marker is not None and paths.exists(directory)
+               and not (paths.path(directory) / marker).is_file()
+               and (paths.path(old) / marker).is_file())
+    if partial:
+        paths.remove_tree(directory)
+    elif paths.exists(directory):  # else ``old`` may be the only copy left: kept until the swap
         paths.remove_tree(old)
     paths.makedirs(tmp)
     return tmp

@@ -78,6 +78,28 @@ def test_a_failed_save_keeps_the_old_checkpoint(tmp_path):
     _assert_holds(str(ckpt), 1.0)
 
 
+def test_a_save_killed_half_way_through_a_bucket_swap_does_not_block_the_next(tmp_path):
+    """In a bucket a move is a copy, marker last: a save killed while copying its new version
+    in leaves a partial ``model`` (no ppsn.json) beside the complete ``model.ppsn-old`` and
+    ``model.ppsn-tmp``. The next save (a resumed run's new best) replaces it; the partial copy
+    goes and the complete old one stays until the swap (seen in tests/test_gcs.py's kill)."""
+    import shutil
+
+    ckpt = tmp_path / "model"
+    checkpoint.save_variables(ckpt, _variables(1.0), {"value": 1.0})
+    shutil.copytree(ckpt, str(ckpt) + ".ppsn-old")
+    shutil.copytree(ckpt, str(ckpt) + ".ppsn-tmp")
+    (ckpt / "ppsn.json").unlink()  # the copy into place stopped before its marker
+    checkpoint.save_variables(ckpt, _variables(2.0), {"value": 2.0}, force=True)
+    _assert_holds(str(ckpt), 2.0)
+    # A folder without the marker and no copy of ours beside it is still never replaced.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a ppsn checkpoint"):
+        checkpoint.save_variables(other, _variables(3.0), {"value": 3.0}, force=True)
+
+
 def test_a_failed_swap_puts_the_old_checkpoint_back(tmp_path, monkeypatch):
     ckpt = tmp_path / "model"
     checkpoint.save_variables(ckpt, _variables(1.0), {"value": 1.0})
