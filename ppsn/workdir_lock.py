@@ -86,6 +86,24 @@ def is_stale(holder: dict, now: float, stale_after: float) -> bool:
     return now - float(holder.get("heartbeat", 0)) > stale_after
 
 
+def read_holder(lock_path, tries: int = 3) -> dict | None:
+    """The holder; None if there is no lock file, {} if it cannot be read as one. A bucket
+    read that overlaps the holder's rewrite can come back torn (the client reads the object's
+    size, then that many bytes of the newer, longer object): it is read again before the
+    file counts as unreadable."""
+    path = paths.path(lock_path)
+    for attempt in range(tries):
+        try:
+            holder = json.loads(path.read_bytes())
+            return holder if isinstance(holder, dict) else {}
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            if attempt + 1 < tries:
+                time.sleep(0.05)
+    return {}
+
+
 def describe(holder: dict) -> str:
     command = holder.get("command", "?")
     command = command if len(command) <= 160 else command[:157] + "..."
@@ -153,14 +171,7 @@ class WorkdirLock:
         return paths.write_new(self.path, self._text())
 
     def _read(self) -> dict | None:
-        """The holder; None if there is no lock file, {} if it cannot be read as one."""
-        try:
-            holder = json.loads(self.path.read_bytes())
-            return holder if isinstance(holder, dict) else {}
-        except FileNotFoundError:
-            return None
-        except ValueError:
-            return {}
+        return read_holder(self.path)
 
     def _stale(self, holder: dict) -> bool:
         if holder:

@@ -86,10 +86,10 @@ def test_a_bucket_lease_blocks_while_its_heartbeat_runs_and_not_after(gcs_dir):
     _other_host_lease(lock, time.time() - workdir_lock.STALE_BEATS * workdir_lock.HEARTBEAT_S - 5)
     mine = WorkdirLock(lock, "--workdir=run", heartbeat_s=0.2).acquire()
     try:
-        first = json.loads(paths.path(lock).read_text())
+        first = workdir_lock.read_holder(lock)
         assert first["token"] == mine.record["token"]
         deadline = time.time() + 30
-        while json.loads(paths.path(lock).read_text())["heartbeat"] == first["heartbeat"]:
+        while workdir_lock.read_holder(lock)["heartbeat"] == first["heartbeat"]:
             assert time.time() < deadline, "the holder does not renew its lease"
             time.sleep(0.1)
         with pytest.raises(WorkdirInUse):  # a live holder (this process) blocks in a bucket too
