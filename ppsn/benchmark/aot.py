@@ -3,6 +3,7 @@
 
     python -m ppsn.benchmark aot --topology v5e:2x4 --config configs/pptsn_k400_frames.py \\
         [--config.amp=true ...] [--per_chip_batch 32] [--mode train|test] [--max_batch]
+        [--max_tries 4]
 
 Compiles what a run compiles: the train step of ``steps.jit_train`` (the task, mixup, the
 per-shard loss and float32 gradient all-reduce) or test mode's scoring function
@@ -32,9 +33,13 @@ FLOP) it is far above any HBM traffic and the combined bound far below what a ch
 compiles (the batch b and 2b) give a line; the largest multiple of 8 the line puts within the
 chip's HBM is compiled, and each further try moves along the line through the last two
 compiles (a secant step, over capacity or refused by the compiler: halfway back), up to
-``MAX_TRIES`` compiles in all. The figures reported are those of the largest batch that
+``--max_tries`` compiles in all (``MAX_TRIES`` by default). When no try was over capacity or
+refused the largest batch found is a floor, not the largest that fits: on TPUs the compiler
+rematerializes activations as the batch grows, so HBM flattens out and a search needs more
+tries to meet the limit. The figures reported are those of the largest batch that
 compiled within capacity; ``tried`` lists every compile (batch, HBM bytes or null if refused),
-the first of them at the batch asked for, each compile logged to stderr as it ends.
+the first of them at the batch asked for, each compile logged to stderr as it ends;
+``max_batch_is_floor`` says whether the search ended short of the limit.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ def add_parser(sub):
     a.add_argument("--mode", choices=("train", "test"), default="train")
     a.add_argument("--max_batch", action="store_true",
                    help="find the largest per-chip batch that fits the chip's HBM")
+    a.add_argument("--max_tries", type=int, default=MAX_TRIES,
+                   help="--max_batch: compiles in all, the first at --per_chip_batch")
     return a
 
 
@@ -98,11 +105,17 @@ def run(args) -> dict:
     peak = chips.PEAKS[topo.chip]
     tried = []
     if args.max_batch:
+        if args.max_tries < 2:
+            raise ValueError(f"--max_tries {args.max_tries}: the search needs at least 2")
         batch, compiled = largest_batch(config, topo, mesh, args.mode, batch, peak.hbm_bytes,
-                                        tried)
+                                        tried, args.max_tries)
     else:
         compiled = compile_program(config, topo, mesh, batch, args.mode)
-    return {**report(args, config, topo, batch, compiled, peak), "tried": tried}
+    out = {**report(args, config, topo, batch, compiled, peak), "tried": tried}
+    if args.max_batch:  # a floor unless some larger try was over capacity or refused
+        out["max_batch_is_floor"] = all(t["hbm_bytes"] is not None
+                                        and t["hbm_bytes"] <= peak.hbm_bytes for t in tried)
+    return out
 
 
 def compile_program(config, topo, mesh, per_chip_batch: int, mode: str):
@@ -168,11 +181,12 @@ def next_batch(points: dict, capacity: int) -> int | None:
     return None if guess <= low or guess in points else guess
 
 
-def largest_batch(config, topo, mesh, mode, start: int, capacity: int, tried: list):
+def largest_batch(config, topo, mesh, mode, start: int, capacity: int, tried: list,
+                  max_tries: int = MAX_TRIES):
     """``(batch, program)``: the largest per-chip batch whose program fits (module doc)."""
     points, programs = {}, {}  # batch -> hbm bytes (None: refused) / its program
     batch = start
-    while batch is not None and len(tried) < MAX_TRIES:
+    while batch is not None and len(tried) < max_tries:
         programs[batch], points[batch] = _try(config, topo, mesh, mode, batch, tried)
         batch = 2 * start if len(tried) == 1 else next_batch(points, capacity)
         if not any(u is not None and u <= capacity for u in points.values()):
