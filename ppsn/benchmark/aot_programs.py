@@ -49,7 +49,7 @@ def lower_train(config, platform: str, mesh, global_batch: int):
     batch = {"frames": jax.ShapeDtypeStruct((global_batch,) + spec.shape, np.uint8),
              "label": jax.ShapeDtypeStruct((global_batch,), np.int32)}
     rng = jax.ShapeDtypeStruct((2,), np.uint32)
-    return steps.jit_train(cfg, mesh).lower(state, batch, rng, _sds(task.constants))
+    return steps.jit_train(cfg, mesh).lower(state, batch, rng, _sds(steps.step_constants(cfg)))
 
 
 def lower_test(config, platform: str, mesh, global_batch: int):

@@ -94,7 +94,7 @@ def time_train_step(args, conv_impl: str, teacher_depth: int = 0) -> dict:
                                 dtype=np.uint8),
         "label": data.integers(0, 400, global_batch).astype(np.int32)}, mesh)
     start = time.perf_counter()
-    compiled = train.jitted.lower(state, batch, rng, train.constants).compile()
+    compiled = train.jitted.lower(state, batch, rng, train.step_constants).compile()
     compile_s = time.perf_counter() - start
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost

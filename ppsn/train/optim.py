@@ -16,36 +16,61 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
-def warmup_cosine_lr(epoch, *, base_lr: float, num_epochs: float, warmup_epochs: float,
-                     warmup_start_lr: float):
-    """LR at fractional ``epoch`` (works on floats and jax arrays)."""
-    xp = jnp if isinstance(epoch, jax.Array) else math
+def warmup_cosine_lr(epoch, *, base_lr, num_epochs, warmup_epochs, warmup_start_lr):
+    """LR at fractional ``epoch``: Python numbers in, a Python float out; any jax array among
+    the arguments (the epoch, or the schedule's values as the train step receives them), a
+    jax array."""
+    if not any(isinstance(v, jax.Array) for v in (epoch, base_lr, num_epochs, warmup_epochs,
+                                                     warmup_start_lr)):
+        def cosine(e):
+            return base_lr * (math.cos(math.pi * e / num_epochs) + 1.0) * 0.5
+
+        if warmup_epochs <= 0 or epoch >= warmup_epochs:
+            return cosine(epoch)
+        return warmup_start_lr + epoch * (cosine(warmup_epochs) - warmup_start_lr) / warmup_epochs
 
     def cosine(e):
-        return base_lr * (xp.cos(math.pi * e / num_epochs) + 1.0) * 0.5
+        return base_lr * (jnp.cos(math.pi * e / num_epochs) + 1.0) * 0.5
 
-    if warmup_epochs <= 0:
-        return cosine(epoch)
-    lr_end = base_lr * (math.cos(math.pi * warmup_epochs / num_epochs) + 1.0) * 0.5
-    warm = warmup_start_lr + epoch * (lr_end - warmup_start_lr) / warmup_epochs
-    if xp is math:
-        return warm if epoch < warmup_epochs else cosine(epoch)
+    warmup = jnp.where(warmup_epochs > 0, warmup_epochs, 1.0)  # no warm-up: the line is unused
+    warm = warmup_start_lr + epoch * (cosine(warmup_epochs) - warmup_start_lr) / warmup
     return jnp.where(epoch < warmup_epochs, warm, cosine(epoch))
+
+
+SCHEDULE_FIELDS = ("base_lr", "warmup_start_lr", "warmup_epochs", "num_epochs", "steps_per_epoch")
+
+
+def schedule_values(optim_cfg, num_epochs: float, steps_per_epoch: int) -> dict:
+    """The numbers the schedule is made of, float32 scalars: the train step receives them as
+    an argument, so its compiled program does not depend on them (a run of another length or
+    learning rate, same shapes, loads it from the persistent compilation cache)."""
+    values = dict(base_lr=optim_cfg.base_lr, warmup_start_lr=optim_cfg.warmup_start_lr,
+                  warmup_epochs=optim_cfg.warmup_epochs, num_epochs=num_epochs,
+                  steps_per_epoch=steps_per_epoch)
+    return {k: np.float32(values[k]) for k in SCHEDULE_FIELDS}
+
+
+def schedule_from(values: dict):
+    """optax schedule: step -> LR, through fractional epochs, from :func:`schedule_values`
+    (numbers or, inside the train step, its traced arguments)."""
+
+    def schedule(step):
+        epoch = jnp.asarray(step, jnp.float32) / values["steps_per_epoch"]
+        return warmup_cosine_lr(epoch, base_lr=values["base_lr"],
+                                num_epochs=values["num_epochs"],
+                                warmup_epochs=values["warmup_epochs"],
+                                warmup_start_lr=values["warmup_start_lr"])
+
+    return schedule
 
 
 def make_schedule(optim_cfg, num_epochs: float, steps_per_epoch: int):
     """optax schedule: step -> LR, through fractional epochs."""
-
-    def schedule(step):
-        epoch = jnp.asarray(step, jnp.float32) / steps_per_epoch
-        return warmup_cosine_lr(epoch, base_lr=optim_cfg.base_lr, num_epochs=num_epochs,
-                                warmup_epochs=optim_cfg.warmup_epochs,
-                                warmup_start_lr=optim_cfg.warmup_start_lr)
-
-    return schedule
+    return schedule_from(schedule_values(optim_cfg, num_epochs, steps_per_epoch))
 
 
 def _path_names(path) -> tuple[str, ...]:
@@ -84,9 +109,11 @@ def scale_by_tree(multipliers) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
-def make_optimizer(optim_cfg, params, num_epochs: float, steps_per_epoch: int) -> optax.GradientTransformation:
-    """The full chain; ``params`` gives the tree structure for masks and multipliers."""
-    schedule = make_schedule(optim_cfg, num_epochs, steps_per_epoch)
+def make_optimizer(optim_cfg, params, num_epochs: float = 0, steps_per_epoch: int = 0,
+                   schedule=None) -> optax.GradientTransformation:
+    """The full chain; ``params`` gives the tree structure for masks and multipliers; the LR
+    ``schedule`` (default: ``make_schedule`` of the numbers given)."""
+    schedule = schedule or make_schedule(optim_cfg, num_epochs, steps_per_epoch)
     return optax.chain(
         optax.add_decayed_weights(optim_cfg.weight_decay, mask=weight_decay_mask(params)),
         optax.trace(decay=optim_cfg.momentum, nesterov=optim_cfg.nesterov),

@@ -1,6 +1,6 @@
 """Pure step functions, written once against a task (:mod:`ppsn.train.tasks`).
 
-``train_step(cfg, state, batch, rng, constants, mesh)`` and ``eval_rows(cfg, state, batch)``
+``train_step(cfg, state, batch, rng, constants, mesh, schedule_values)`` and ``eval_rows(cfg, state, batch)``
 (per example, what validation scores a list with through :mod:`ppsn.evaluation.scoring`).
 Batches arrive as uint8 frames; normalization and mixup happen here, on the device. ``rng`` is
 the run's base key; the step's randomness is ``fold_in(rng, state.step)``, so a resumed run
@@ -45,22 +45,34 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
-    """What the steps need besides the state: the task, the optimizer and mixup."""
+    """What the steps need besides the state: the task, the optimizer and mixup. ``tx`` and
+    ``schedule`` are made of the numbers in ``schedule_values``; the jitted train step receives
+    those numbers as an argument (:func:`step_constants`) and makes its optimizer of them, so
+    its program does not depend on the run's length or learning rate."""
 
     task: Any  # a ppsn.train.tasks.Task
     tx: optax.GradientTransformation
     schedule: Callable
     mixup_alpha: float = 0.2
+    optim: Any = None  # config.optim
+    schedule_values: dict | None = None  # optim.schedule_values
 
 
 def step_config(task, config, steps_per_epoch: int) -> StepConfig:
     """The recipe's optimizer and schedule (``config.optim``, ``num_epochs``) for ``task``."""
     params = jax.eval_shape(lambda: task.scratch_variables(0))["params"]
+    values = optim.schedule_values(config.optim, config.num_epochs, steps_per_epoch)
+    schedule = optim.schedule_from(values)
     return StepConfig(
-        task=task,
-        tx=optim.make_optimizer(config.optim, params, config.num_epochs, steps_per_epoch),
-        schedule=optim.make_schedule(config.optim, config.num_epochs, steps_per_epoch),
-        mixup_alpha=config.loss.mixup_alpha)
+        task=task, tx=optim.make_optimizer(config.optim, params, schedule=schedule),
+        schedule=schedule, mixup_alpha=config.loss.mixup_alpha, optim=config.optim,
+        schedule_values=values)
+
+
+def step_constants(cfg: StepConfig) -> dict:
+    """The jitted train step's last argument: the task's constants (a ``kd`` teacher) and the
+    schedule's numbers."""
+    return {"task": cfg.task.constants, "schedule": cfg.schedule_values}
 
 
 def create_state(variables, tx: optax.GradientTransformation) -> TrainState:
@@ -122,9 +134,10 @@ def sharded_loss_and_grads(task, params, batch_stats, images, targets, rng, cons
         constants)
 
 
-def train_step(cfg: StepConfig, state: TrainState, batch, rng, constants=(), mesh=None
-               ) -> tuple[TrainState, dict]:
-    """One optimizer step (``mesh``: the devices the batch is split over, for mixup).
+def train_step(cfg: StepConfig, state: TrainState, batch, rng, constants=(), mesh=None,
+               schedule_values=None) -> tuple[TrainState, dict]:
+    """One optimizer step (``mesh``: the devices the batch is split over, for mixup;
+    ``schedule_values``: the schedule's numbers as arrays, else ``cfg``'s, compiled in).
 
     Metrics: ``loss`` (the total) and the task's parts (``ce``, ``kd``, ...), ``top1``/``top5``
     of the served model on the mixed labels, ``lr``, ``param_norm``."""
@@ -142,14 +155,18 @@ def train_step(cfg: StepConfig, state: TrainState, batch, rng, constants=(), mes
     loss, logits, batch_stats, parts, grads = sharded_loss_and_grads(
         task, state.params, state.batch_stats, images, targets, dropout_rng, constants,
         mesh if mesh is not None else parallel.make_mesh(jax.devices()[:1]))
-    updates, opt_state = cfg.tx.update(grads, state.opt_state, state.params)
+    tx, schedule = cfg.tx, cfg.schedule
+    if schedule_values is not None:
+        schedule = optim.schedule_from(schedule_values)
+        tx = optim.make_optimizer(cfg.optim, state.params, schedule=schedule)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
 
     def accuracy(k):
         return jnp.mean(targets.mix(lambda y: losses.topk_correct(logits, y, k)))
 
     metrics = {"loss": loss, **parts, "top1": accuracy(1),
-               "top5": accuracy(min(5, task.num_classes)), "lr": cfg.schedule(state.step),
+               "top5": accuracy(min(5, task.num_classes)), "lr": schedule(state.step),
                # Finite iff every new parameter is: the loop never checkpoints a broken state.
                "param_norm": optax.tree.norm(params)}
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
@@ -181,10 +198,10 @@ def jit_eval(cfg: StepConfig, mesh):
 
 
 def jit_train(cfg: StepConfig, mesh):
-    """The jitted ``train_step(state, batch, rng, constants)`` over ``mesh`` (what
+    """The jitted ``train_step(state, batch, rng, step_constants(cfg))`` over ``mesh`` (what
     :func:`jit_steps` runs; ``python -m ppsn.benchmark aot`` compiles it for other devices)."""
     rep, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    return jax.jit(lambda s, b, r, c: train_step(cfg, s, b, r, c, mesh),
+    return jax.jit(lambda s, b, r, c: train_step(cfg, s, b, r, c["task"], mesh, c["schedule"]),
                    in_shardings=(rep, data, rep, rep), out_shardings=(rep, rep),
                    donate_argnums=0)
 
@@ -193,16 +210,17 @@ def jit_steps(cfg: StepConfig, mesh):
     """``(train(state, batch, rng), evaluate(state, batch))`` compiled for ``mesh``
     (``evaluate``: :func:`jit_eval`'s, the one way a list is scored).
 
-    The task's constants are placed like the state (replicated) once and bound to the train
-    step as an argument that is never donated, so they stay bit-identical; ``train.constants``
-    holds them on the devices."""
+    The :func:`step_constants` are placed like the state (replicated) once and bound to the
+    train step as an argument that is never donated, so they stay bit-identical;
+    ``train.step_constants`` holds them on the devices, ``train.constants`` the task's."""
     rep = parallel.replicated(mesh)
-    constants = jax.device_put(cfg.task.constants, rep)
+    constants = jax.device_put(step_constants(cfg), rep)
     jitted = jit_train(cfg, mesh)
 
     def train(state, batch, rng):
         return jitted(state, batch, rng, constants)
 
     train.jitted = jitted
-    train.constants = constants
+    train.step_constants = constants
+    train.constants = constants["task"]
     return train, jit_eval(cfg, mesh)

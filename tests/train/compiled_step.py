@@ -54,7 +54,7 @@ def compile_step(mesh, cfg, state, batch_size, dump_dir=None):
              "label": jax.ShapeDtypeStruct((batch_size,), np.int32)}
     rng = jax.ShapeDtypeStruct((2,), np.uint32)
     before = set(glob.glob(f"{dump_dir}/*after_spmd-partitioning*")) if dump_dir else set()
-    text = train.jitted.lower(state, batch, rng, train.constants).compile().as_text()
+    text = train.jitted.lower(state, batch, rng, train.step_constants).compile().as_text()
     if not dump_dir:
         return text, None
     new = sorted(set(glob.glob(f"{dump_dir}/*after_spmd-partitioning*")) - before,

@@ -10,7 +10,7 @@ import pytest
 
 from ppsn import parallel
 from ppsn.recipe import pptsn_config
-from ppsn.train import steps, tasks
+from ppsn.train import optim, steps, tasks
 from tests.conftest import REPO_ROOT
 from tests.train.conftest import build_toy_step
 
@@ -182,3 +182,35 @@ def test_without_a_mesh_the_whole_batch_is_one_shard():
     np.testing.assert_allclose(mixed[:, 0], lam * np.arange(8) + (1 - lam) * np.asarray(labels_b),
                                rtol=1e-6)
     assert sorted(np.asarray(labels_b).tolist()) == list(range(8))
+
+
+def test_the_train_program_does_not_depend_on_the_schedule():
+    """The schedule's numbers are an argument of the train step: runs of another length or
+    learning rate (same shapes) compile the same program, and load it from the persistent
+    compilation cache; the step still follows each run's own schedule."""
+    def lowered(**changes):
+        config = pptsn_config()
+        config.model.depth, config.model.num_classes, config.num_epochs = 18, 10, 10
+        for key, value in changes.items():
+            *section, field = key.split(".")
+            (config[section[0]] if section else config)[field] = value
+        task = tasks.Task(config)
+        cfg = steps.step_config(task, config, steps_per_epoch=7)
+        state = jax.eval_shape(lambda: steps.create_state(task.scratch_variables(0), cfg.tx))
+        batch = {"frames": jax.ShapeDtypeStruct((4, 1, 32, 32, 3), np.uint8),
+                 "label": jax.ShapeDtypeStruct((4,), np.int32)}
+        consts = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype),
+                              steps.step_constants(cfg))
+        text = steps.jit_train(cfg, parallel.make_mesh()).lower(
+            state, batch, jax.ShapeDtypeStruct((2,), np.uint32), consts).as_text()
+        return text, cfg
+
+    base, cfg = lowered()
+    for changes in ({"num_epochs": 30}, {"optim.base_lr": 0.5, "optim.warmup_epochs": 0}):
+        text, other = lowered(**changes)
+        assert text == base, changes
+        assert other.schedule_values != cfg.schedule_values
+    # The traced schedule is the one the run logs (and PaddleVideo's, tests/train/test_optim.py).
+    for step in (0, 3, 20, 69):
+        assert float(optim.schedule_from(jax.tree.map(jnp.asarray, cfg.schedule_values))(step)) \
+            == pytest.approx(float(cfg.schedule(step)), rel=1e-6)
