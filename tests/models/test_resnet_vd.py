@@ -94,7 +94,7 @@ def test_batchnorm_momentum_and_epsilon_follow_paddle():
 
 def test_initialization_is_kaiming_normal_fan_in():
     model = ResNetVd(depth=18)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
     kernel = np.asarray(params["bb_3_1"]["conv1"]["conv"]["kernel"])  # 3x3x512x512
     fan_in = 3 * 3 * 512
     assert abs(kernel.std() / math.sqrt(2 / fan_in) - 1) < 0.02
@@ -108,8 +108,9 @@ def test_initialization_is_kaiming_normal_fan_in():
 def test_bf16_compute_keeps_float32_variables():
     model = ResNetVd(depth=18, dtype=jnp.bfloat16)
     x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
-    variables = model.init(jax.random.key(1), x)
-    out, updated = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    variables = jax.jit(model.init)(jax.random.key(1), x)  # jitted: op by op is slower here
+    out, updated = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
+        variables, x)
     assert out.dtype == jnp.bfloat16
     for leaf in jax.tree_util.tree_leaves((variables, updated)):
         assert leaf.dtype == jnp.float32

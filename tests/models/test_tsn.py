@@ -10,7 +10,7 @@ from ppsn.models import TSN
 def tiny():
     model = TSN(depth=18, num_classes=7, dropout_rate=0.4)
     x = jax.random.normal(jax.random.key(0), (2, 3, 32, 32, 3))
-    variables = model.init(jax.random.key(1), x)
+    variables = jax.jit(model.init)(jax.random.key(1), x)  # jitted: op by op is slower
     return model, variables, x
 
 
@@ -22,7 +22,8 @@ def test_logits_shape_and_head_init(tiny):
     fc = variables["params"]["fc"]
     assert fc["kernel"].shape == (512, 7)
     np.testing.assert_array_equal(fc["bias"], 0.0)
-    big = TSN(depth=18, num_classes=2000).init(jax.random.key(2), x)["params"]["fc"]["kernel"]
+    big = jax.jit(TSN(depth=18, num_classes=2000).init)(jax.random.key(2), x)["params"]["fc"][
+        "kernel"]
     assert abs(float(big.std()) - 0.01) < 0.0005
 
 
