@@ -102,7 +102,7 @@ def time_train_step(args, conv_impl: str, teacher_depth: int = 0) -> dict:
 
     def step():
         nonlocal state
-        state, metrics = compiled(state, batch, rng, train.constants)
+        state, metrics = compiled(state, batch, rng, train.step_constants)
         return metrics
 
     step_s = timing.seconds_per_call(step, args.steps, args.warmup)
