@@ -32,7 +32,8 @@ FLOP) it is far above any HBM traffic and the combined bound far below what a ch
 ``--max_batch`` (method): HBM per chip is close to affine in the per-chip batch, so two
 compiles (the batch b and 2b) give a line; the largest multiple of 8 the line puts within the
 chip's HBM is compiled, and each further try moves along the line through the last two
-compiles (a secant step, over capacity or refused by the compiler: halfway back), up to
+compiles (a secant step of at most 4x, over capacity or refused by the compiler, JAX's int32
+array sizes included: halfway back), up to
 ``--max_tries`` compiles in all (``MAX_TRIES`` by default). When no try was over capacity or
 refused the largest batch found is a floor, not the largest that fits: on TPUs the compiler
 rematerializes activations as the batch grows, so HBM flattens out and a search needs more
@@ -135,24 +136,29 @@ def hbm_bytes(compiled) -> int:
 
 
 MAX_TRIES = 4
+MAX_GROWTH = 4  # the most a try grows the largest batch that fit
 
 
 def _try(config, topo, mesh, mode, batch, tried: list):
-    """``(program, hbm bytes)`` of the batch's program, ``(None, None)`` if the compiler
-    refuses it for memory; the try is appended to ``tried`` and logged."""
+    """``(program, hbm bytes)`` of the batch's program, ``(None, None)`` if it cannot be built:
+    the compiler refuses it for memory, or its arrays pass JAX's int32 sizes; the try is
+    appended to ``tried`` (with ``refused``: why) and logged."""
     import time
 
     t0 = time.perf_counter()
+    program, used, why = None, None, None
     try:
         program = compile_program(config, topo, mesh, batch, mode)
         used = hbm_bytes(program[0])
+    except OverflowError as e:  # e.g. "Python integer ... out of bounds for int32"
+        why = f"JAX's int32 array sizes ({e})"
     except Exception as e:  # noqa: BLE001 -- the compiler refusing a batch is "does not fit"
         if "RESOURCE_EXHAUSTED" not in str(e) and "memory" not in str(e).lower():
             raise
-        program, used = None, None
-    tried.append({"per_chip_batch": batch, "hbm_bytes": used})
+        why = "out of memory (compiler)"
+    tried.append({"per_chip_batch": batch, "hbm_bytes": used, **({"refused": why} if why else {})})
     print(f"aot: {topo.name} batch {batch}: "
-          f"{'refused' if used is None else f'{used / 2**30:.2f} GiB'} "
+          f"{f'refused: {why}' if why else f'{used / 2**30:.2f} GiB'} "
           f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
     return program, used
 
@@ -160,8 +166,9 @@ def _try(config, topo, mesh, mode, batch, tried: list):
 def next_batch(points: dict, capacity: int) -> int | None:
     """The next per-chip batch to compile (a multiple of 8), or None when the search is done:
     ``points`` maps each batch compiled to its HBM bytes (None: refused by the compiler); the
-    line through the two largest compiled batches is followed to ``capacity``, never past a
-    batch known not to fit (one refused by the compiler: halfway to it)."""
+    line through the two largest compiled batches is followed to ``capacity`` (at most
+    ``MAX_GROWTH`` times the largest that fit), never past a batch known not to fit (one
+    refused by the compiler: halfway to it)."""
     fits = sorted(b for b, u in points.items() if u is not None and u <= capacity)
     if not fits:
         return None
@@ -173,7 +180,9 @@ def next_batch(points: dict, capacity: int) -> int | None:
     elif len(measured) >= 2:
         (b0, u0), (b1, u1) = measured[-2], measured[-1]
         slope = max((u1 - u0) / max(b1 - b0, 1), 1.0)
-        guess = int(low + (capacity - points[low]) / slope) // 8 * 8
+        # At most MAX_GROWTH x: where the compiler rematerializes, HBM can stay flat or even
+        # fall as the batch grows, and the line then points at absurd batches.
+        guess = min(int(low + (capacity - points[low]) / slope), MAX_GROWTH * low) // 8 * 8
         if over:
             guess = min(guess, over[0] - 8)
     else:
