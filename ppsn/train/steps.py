@@ -1,12 +1,13 @@
 """Pure step functions, written once against a task (:mod:`ppsn.train.tasks`).
 
-``train_step(cfg, state, batch, rng, constants, mesh, schedule_values)`` and
-``eval_rows(cfg, state, batch)`` (per example, what validation scores a list with through
-:mod:`ppsn.evaluation.scoring`). Batches arrive as uint8 frames; normalization and mixup happen here, on the device. ``rng`` is
-the run's base key; the step's randomness is ``fold_in(rng, state.step)``, so a resumed run
-draws exactly what an uninterrupted one would. ``jit_steps`` compiles them with explicit
-shardings over a mesh: the train state replicated and donated, batches split along the batch
-axis, the task's ``constants`` (a ``kd`` teacher) replicated once and never donated.
+``train_step(cfg, state, batch, rng, constants, mesh, schedule_values)`` and ``eval_rows(cfg,
+state, batch)`` (per example, what validation scores a list with through
+:mod:`ppsn.evaluation.scoring`). Batches arrive as uint8 frames; normalization and mixup happen
+here, on the device. ``rng`` is the run's base key; the step's randomness is ``fold_in(rng,
+state.step)``, so a resumed run draws exactly what an uninterrupted one would. ``jit_steps``
+compiles them with explicit shardings over a mesh: the train state replicated and donated,
+batches split along the batch axis, the task's ``constants`` (a ``kd`` teacher) and the
+schedule's numbers replicated once and never donated.
 
 Nothing of the batch crosses devices: mixup mixes each device's shard within itself (as
 PaddleVideo mixes each GPU's batch) and the loss and gradients are computed per shard
