@@ -155,7 +155,8 @@ def test_read_ahead_is_bounded_and_memory_flat_while_the_consumer_waits(
     time.sleep(2)
     assert source.reads() <= bound, ("the pipeline kept making batches while the consumer "
                                      f"waited: {source.reads()} reads, {made} before", bound)
-    assert abs(_tree_rss() - rss) < 32 * 2**20
+    # Not growing; it may shrink (the test process, ~2 GB late in the suite, returns memory).
+    assert _tree_rss() - rss < 32 * 2**20
     assert made <= bound, (made, loader.read_ahead)
     it.close()
 
