@@ -109,11 +109,15 @@ def scale_by_tree(multipliers) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
-def make_optimizer(optim_cfg, params, num_epochs: float = 0, steps_per_epoch: int = 0,
-                   schedule=None) -> optax.GradientTransformation:
+def make_optimizer(optim_cfg, params, num_epochs: float | None = None,
+                   steps_per_epoch: int | None = None, schedule=None
+                   ) -> optax.GradientTransformation:
     """The full chain; ``params`` gives the tree structure for masks and multipliers; the LR
-    ``schedule`` (default: ``make_schedule`` of the numbers given)."""
-    schedule = schedule or make_schedule(optim_cfg, num_epochs, steps_per_epoch)
+    ``schedule`` (else ``make_schedule`` of ``num_epochs`` and ``steps_per_epoch``)."""
+    if schedule is None:
+        if num_epochs is None or steps_per_epoch is None:
+            raise TypeError("make_optimizer: give a schedule, or num_epochs and steps_per_epoch")
+        schedule = make_schedule(optim_cfg, num_epochs, steps_per_epoch)
     return optax.chain(
         optax.add_decayed_weights(optim_cfg.weight_decay, mask=weight_decay_mask(params)),
         optax.trace(decay=optim_cfg.momentum, nesterov=optim_cfg.nesterov),

@@ -135,10 +135,10 @@ def sharded_loss_and_grads(task, params, batch_stats, images, targets, rng, cons
         constants)
 
 
-def train_step(cfg: StepConfig, state: TrainState, batch, rng, constants=(), mesh=None,
-               schedule_values=None) -> tuple[TrainState, dict]:
+def train_step(cfg: StepConfig, state: TrainState, batch, rng, constants, mesh,
+               schedule_values) -> tuple[TrainState, dict]:
     """One optimizer step (``mesh``: the devices the batch is split over, for mixup;
-    ``schedule_values``: the schedule's numbers as arrays, else ``cfg``'s, compiled in).
+    ``schedule_values``: the schedule's numbers, :func:`step_constants`' ``schedule``).
 
     Metrics: ``loss`` (the total) and the task's parts (``ce``, ``kd``, ...), ``top1``/``top5``
     of the served model on the mixed labels, ``lr``, ``param_norm``."""
@@ -156,10 +156,8 @@ def train_step(cfg: StepConfig, state: TrainState, batch, rng, constants=(), mes
     loss, logits, batch_stats, parts, grads = sharded_loss_and_grads(
         task, state.params, state.batch_stats, images, targets, dropout_rng, constants,
         mesh if mesh is not None else parallel.make_mesh(jax.devices()[:1]))
-    tx, schedule = cfg.tx, cfg.schedule
-    if schedule_values is not None:
-        schedule = optim.schedule_from(schedule_values)
-        tx = optim.make_optimizer(cfg.optim, state.params, schedule=schedule)
+    schedule = optim.schedule_from(schedule_values)
+    tx = optim.make_optimizer(cfg.optim, state.params, schedule=schedule)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
 
