@@ -62,26 +62,27 @@ def compile_step(mesh, cfg, state, batch_size, dump_dir=None):
     return text, open(new[-1]).read()  # the train step: the largest program compiled
 
 
-def bn_statistics(mesh, sync_bn):
+def bn_statistics(mesh, sync_bn, variables):
     """Each device's new BatchNorm statistics of a training call on its shard (``[devices,
     ...]``), and those of 1-device calls on each shard and on the whole batch."""
     task, _, _ = toy(sync_bn=sync_bn)
-    variables = task.scratch_variables(0)
     n = mesh.devices.size
     images = np.random.default_rng(1).normal(size=(2 * n, 1, 32, 32, 3)).astype(np.float32)
     rng = jax.random.PRNGKey(0)
 
-    def per_device(images):
+    # The variables are arguments, not constants folded into the programs (slow to compile).
+    def per_device(variables, images):
         _, stats = task.apply_train(task.model, variables, images, rng, parallel.BATCH_AXES)
         return jax.tree.map(lambda x: x[None], stats)
 
-    sharded = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=P(parallel.BATCH_AXES),
-                                    out_specs=P(parallel.BATCH_AXES)))(images)
-    alone = jax.jit(lambda x: task.apply_train(task.model, variables, x, rng)[1])
+    sharded = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(parallel.BATCH_AXES)),
+                                    out_specs=P(parallel.BATCH_AXES)))(variables, images)
+    alone = jax.jit(lambda v, x: task.apply_train(task.model, v, x, rng)[1])
     mean = lambda stats: np.asarray(stats["backbone"]["conv1_1"]["bn"]["mean"])  # noqa: E731
     return {"sharded": mean(sharded).tolist(),
-            "shards_alone": [mean(alone(images[2 * i:2 * i + 2])).tolist() for i in range(n)],
-            "whole_alone": mean(alone(images)).tolist()}
+            "shards_alone": [mean(alone(variables, images[2 * i:2 * i + 2])).tolist()
+                             for i in range(n)],
+            "whole_alone": mean(alone(variables, images)).tolist()}
 
 
 def main():
@@ -97,13 +98,14 @@ def main():
         ops, reduce_bytes = collectives(compile_step(mesh, cfg, state, b)[0])
         out[f"batch{b}"] = {"ops": ops, "all_reduce_bytes": reduce_bytes}
     # bf16 compute, global (sync) and per-device BatchNorm statistics
+    variables = task.scratch_variables(0)  # the same for both (sync_bn is not a variable)
     for sync_bn in (True, False):
         _, cfg16, state16 = toy(amp=True, sync_bn=sync_bn)
         text, partitioned = compile_step(mesh, cfg16, state16, mesh.devices.size, dump_dir)
         out[f"bf16_sync_bn_{sync_bn}"] = {
             "compiled": hlo.collectives(text),
             "partitioned": hlo.collectives(partitioned) if partitioned else None}
-        out[f"bn_statistics_sync_bn_{sync_bn}"] = bn_statistics(mesh, sync_bn)
+        out[f"bn_statistics_sync_bn_{sync_bn}"] = bn_statistics(mesh, sync_bn, variables)
 
     # One mixup draw over a batch whose rows carry their own index as label and image.
     b = 4 * mesh.devices.size
