@@ -135,7 +135,8 @@ def test_toy_run_learns_keeps_the_best_model_and_logs(full_toy_dir, tmp_path):
                           for line in val_lines)
     assert 0.6 < best_mean_class <= 1.0, val_lines[-1]  # 8 val videos per class: ~Top-1
     variables, meta = checkpoint.load_variables(workdir / "best")
-    # chance is 0.1; the full toy config (56 px, 30 epochs) 0.94, this 40 px run 0.775 at best (AMD EPYC, AVX-512)
+    # chance is 0.1; the full toy config (56 px, 30 epochs) 0.94; this 40 px run 0.775 at
+    # best (AMD EPYC, AVX-512)
     assert meta["top1"] > 0.6, meta
     assert os.listdir(workdir / "tensorboard")
     losses = [float(line.split("loss: ")[1].split()[0]) for line in log.splitlines()
