@@ -33,17 +33,21 @@ def pytest_unconfigure(config):
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """The ``slow`` tests first; tests that share a module-scoped fixture (a compile, a training
-    run, a converted R50) form one xdist group, so that with ``--dist loadgroup`` (setup.cfg) one worker builds the
-    fixture once instead of every worker that draws one of them building it again."""
+    """Tests that share a module-scoped fixture (a compile, a training run, a converted R50)
+    form one xdist group, so that with ``--dist loadgroup`` (setup.cfg) one worker builds the
+    fixture once instead of every worker that draws one of them building it again. The
+    ``slow`` tests go first, then the groups: the largest units of work first, so that the two
+    workers finish together instead of one running a long unit alone at the end."""
+    grouped = set()
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
         defs = info.name2fixturedefs.values() if info is not None else ()
         if any(d.scope == "module" for chain in defs for d in chain):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-    # The long runs first (a stable sort: the rest keep their order), so that the two workers
-    # finish together instead of one running a long test alone at the end.
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+            grouped.add(item.nodeid)
+    # a stable sort: within each class the tests keep their order
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None,
+                                 item.nodeid not in grouped))
 
 
 def shared_fixtures_dir() -> pathlib.Path:

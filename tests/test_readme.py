@@ -27,7 +27,7 @@ README = (REPO_ROOT / "README.md").read_text()
 T = "tests/"
 RULES = [
     (r"pip install -e \"\.\[test\]\"", "ci", None),
-    (r"python -m pytest -q -n 2", "ci", None),
+    (r"python -m pytest -q -n 2 -m (\"not slow\"|slow)", "ci", None),
     (r"pip install -e (\.|\"\.\[serve\]\")", "test", T + "test_readme.py::test_extras_exist"),
     (r"python -m ppsn\.main --config=configs/pptsn_toy\.py --workdir=\S+", "test",
      T + "train/test_loop.py::test_toy_run_learns_keeps_the_best_model_and_logs"),

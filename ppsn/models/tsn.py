@@ -2,7 +2,17 @@
 
 Frames are folded into the batch for the 2D backbone; the head averages the spatially pooled
 features over all T views of a clip (3 segments in training, 25 segments x 10 TenCrop views at
-test time), applies dropout and one linear layer. Logits, no softmax.
+test time), applies dropout and one linear layer. Logits, no softmax::
+
+    import jax, jax.numpy as jnp
+    from ppsn.models import TSN
+
+    model = TSN(depth=50, num_classes=400, dropout_rate=0.4, dtype=jnp.float32)
+    x = jnp.zeros((2, 3, 224, 224, 3))              # [N, T, H, W, 3], already normalized
+    variables = model.init(jax.random.key(0), x)    # {'params', 'batch_stats'}, float32
+    logits = model.apply(variables, x, train=False) # [N, num_classes]
+
+What matters for parity with PaddleVideo is in :mod:`ppsn.models.resnet_vd`.
 """
 
 from __future__ import annotations
