@@ -99,6 +99,19 @@ def skip_unless_cpu_bf16() -> None:
                     "refused on it by design)")
 
 
+def zero_variables(model, size: int = 32):
+    """``model``'s variables, every array zeros, of the shapes its initialization gives (no
+    compilation: ``jax.eval_shape``). For checkpoints whose shapes alone matter (a ResNet-34
+    where a ResNet-18 is expected, a head of another class count); compiling a real
+    initialization of each such model costs seconds for nothing."""
+    import jax
+    import numpy as np
+
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                            jax.ShapeDtypeStruct((1, 1, size, size, 3), np.float32))
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+
+
 @pytest.fixture(scope="session")
 def pptsn_fixture_dir() -> pathlib.Path:
     return require_fixture("paddle_pptsn_r50")

@@ -14,7 +14,7 @@ from ppsn.checkpoint import load_weights
 from ppsn.recipe import pptsn_config
 from ppsn.data.transforms import normalize
 from ppsn.train import initialize, losses, optim, tasks
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, zero_variables
 from tests.train.conftest import build_toy_step
 from tests.train.test_loop import _tiny_flags
 
@@ -53,8 +53,7 @@ def test_bad_distill_config_is_refused(tmp_path):
     teacher = tasks.teacher_model(config, jnp.float32)
     with pytest.raises(FileNotFoundError, match="convert"):
         tasks.load_teacher_variables(config, teacher)
-    other = initialize.scratch_variables(tasks.teacher_model(config, jnp.float32).clone(
-        num_classes=5), 0)
+    other = zero_variables(tasks.teacher_model(config, jnp.float32).clone(num_classes=5))
     checkpoint.save_variables(tmp_path / "five", other, {"depth": 18, "num_classes": 5})
     config.distill.teacher_checkpoint = str(tmp_path / "five")
     with pytest.raises(ValueError, match="5 classes"):
