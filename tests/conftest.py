@@ -99,17 +99,18 @@ def skip_unless_cpu_bf16() -> None:
                     "refused on it by design)")
 
 
-def zero_variables(model, size: int = 32):
-    """``model``'s variables, every array zeros, of the shapes its initialization gives (no
-    compilation: ``jax.eval_shape``). For checkpoints whose shapes alone matter (a ResNet-34
-    where a ResNet-18 is expected, a head of another class count); compiling a real
-    initialization of each such model costs seconds for nothing."""
-    import jax
+def zero_variables(depth: int, num_classes: int):
+    """A ResNet-``depth``-vd TSN's variables, every array zeros (float32, the shapes of
+    ``ppsn.models.tsn.variable_shapes``: nothing is compiled). For checkpoints whose shapes alone
+    matter (a ResNet-34 where a ResNet-18 is expected, a head of another class count);
+    compiling a real initialization of each such model costs seconds for nothing."""
     import numpy as np
+    from flax.traverse_util import unflatten_dict
 
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                            jax.ShapeDtypeStruct((1, 1, size, size, 3), np.float32))
-    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    from ppsn.models.tsn import variable_shapes
+
+    return unflatten_dict({path: np.zeros(shape, np.float32)
+                           for path, shape in variable_shapes(depth, num_classes).items()})
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import pytest
 
 from ppsn import checkpoint, preflight
 from ppsn.cli import ConfigError
-from ppsn.models import TSN
 from ppsn.recipe import toy_config
 from tests.conftest import REPO_ROOT, zero_variables
 
@@ -65,7 +64,7 @@ def test_skipped_lines_past_the_limit_refuse_the_run(toy_dir, tmp_path):
 
 
 def _save(path, depth, classes):
-    variables = zero_variables(TSN(depth, classes))  # shapes are what the checks read
+    variables = zero_variables(depth, classes)  # shapes are what the checks read
     checkpoint.save_variables(path, variables, {"depth": depth, "num_classes": classes})
     return str(path)
 

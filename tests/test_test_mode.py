@@ -208,7 +208,7 @@ def test_a_bad_label_list_or_wrong_weights_stop_before_the_first_video(toy_dir, 
     assert "test:" not in done.stderr and not (tmp_path / "out").exists()  # no video scored
 
     r34 = tmp_path / "r34"
-    checkpoint.save_variables(r34, zero_variables(TSN(34, 10)), {"depth": 34, "num_classes": 10})
+    checkpoint.save_variables(r34, zero_variables(34, 10), {"depth": 34, "num_classes": 10})
     done = subprocess.run(_cmd(toy_dir, r34, tmp_path / "out", 4), cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]

@@ -70,19 +70,17 @@ def bn_statistics(mesh, sync_bn, variables):
     images = np.random.default_rng(1).normal(size=(2 * n, 1, 32, 32, 3)).astype(np.float32)
     rng = jax.random.PRNGKey(0)
 
-    # The variables are arguments, not constants folded into the programs (slow to compile).
-    def per_device(variables, images):
+    def per_device(images):
         _, stats = task.apply_train(task.model, variables, images, rng, parallel.BATCH_AXES)
         return jax.tree.map(lambda x: x[None], stats)
 
-    sharded = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(parallel.BATCH_AXES)),
-                                    out_specs=P(parallel.BATCH_AXES)))(variables, images)
-    alone = jax.jit(lambda v, x: task.apply_train(task.model, v, x, rng)[1])
+    sharded = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=P(parallel.BATCH_AXES),
+                                    out_specs=P(parallel.BATCH_AXES)))(images)
+    alone = jax.jit(lambda x: task.apply_train(task.model, variables, x, rng)[1])
     mean = lambda stats: np.asarray(stats["backbone"]["conv1_1"]["bn"]["mean"])  # noqa: E731
     return {"sharded": mean(sharded).tolist(),
-            "shards_alone": [mean(alone(variables, images[2 * i:2 * i + 2])).tolist()
-                             for i in range(n)],
-            "whole_alone": mean(alone(variables, images)).tolist()}
+            "shards_alone": [mean(alone(images[2 * i:2 * i + 2])).tolist() for i in range(n)],
+            "whole_alone": mean(alone(images)).tolist()}
 
 
 def main():
